@@ -1,0 +1,130 @@
+"""One server subprocess: started in its own process group, probed for health, stopped with all its children."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from vllm_pd.launcher.spec import ServerSpec
+
+
+class ServerFailed(RuntimeError):
+    """A server exited or never became healthy; carries the tail of its log."""
+
+    def __init__(self, name: str, reason: str, log_tail: str) -> None:
+        super().__init__(f"server {name} {reason}\n--- last lines of its log ---\n{log_tail}")
+        self.name = name
+        self.reason = reason
+        self.log_tail = log_tail
+
+
+class ServerProcess:
+    def __init__(self, spec: ServerSpec, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.spec = spec
+        self.argv = argv
+        self.env = env
+        self.log_path = log_path
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._known: dict[int, psutil.Process] = {}
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            # A new session makes the server the leader of its own process group, so stopping it
+            # reaches the engine-core and worker processes vLLM spawns.
+            self._popen = subprocess.Popen(
+                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen else None
+
+    def returncode(self) -> int | None:
+        return None if self._popen is None else self._popen.poll()
+
+    def is_healthy(self, timeout: float = 2.0) -> bool:
+        try:
+            with urllib.request.urlopen(self.spec.url + self.spec.health_path, timeout=timeout) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def check_alive(self) -> None:
+        code = self.returncode()
+        if code is not None:
+            raise ServerFailed(self.spec.name, f"exited with code {code}", self.log_tail())
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def track_children(self) -> None:
+        """Remember descendants while they exist, so stop() can reap ones that left the process group."""
+        if self._popen is None or self.returncode() is not None:
+            return
+        try:
+            root = psutil.Process(self._popen.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                self._known.setdefault(proc.pid, proc)
+        except psutil.NoSuchProcess:
+            pass
+
+    def terminate(self) -> None:
+        """Ask the whole process group to stop (SIGTERM); ``reap`` finishes the job."""
+        if self._popen is None:
+            return
+        self.track_children()
+        _signal_group(self._popen.pid, signal.SIGTERM)
+
+    def reap(self, deadline: float) -> None:
+        """Wait until ``deadline`` (monotonic) for the group to exit, then SIGKILL what is left; idempotent."""
+        if self._popen is None:
+            return
+        while time.monotonic() < deadline and self._survivors():
+            time.sleep(0.1)
+        _signal_group(self._popen.pid, signal.SIGKILL)
+        for proc in self._survivors():
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(list(self._known.values()), timeout=5)
+        self._popen.wait(timeout=5)
+
+    def stop(self, grace: float = 15.0) -> None:
+        self.terminate()
+        self.reap(time.monotonic() + grace)
+
+    def _survivors(self) -> list[psutil.Process]:
+        self._popen.poll()
+        return [p for p in self._known.values() if _alive(p)]
+
+    def all_pids(self) -> set[int]:
+        self.track_children()
+        return set(self._known)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
