@@ -1,0 +1,115 @@
+"""Background upkeep of instance state: ``/health`` checks, served models, and ``/metrics`` scrapes.
+
+An instance that fails its health check is taken out of rotation at once; when it passes again (e.g. it
+restarted) its circuit breaker is reset so it is used again without waiting out a cool-down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import aiohttp
+import msgspec
+
+from vllm_pd.proxy.instance import Instance
+from vllm_pd.proxy.state import ProxyState
+
+log = logging.getLogger(__name__)
+_RUNNING = b"vllm:num_requests_running"
+_WAITING = b"vllm:num_requests_waiting"
+
+
+class _ModelList(msgspec.Struct):
+    data: list[dict] = []
+
+
+def parse_request_counts(text: bytes) -> tuple[float, float]:
+    """Sum of ``vllm:num_requests_running`` and ``..._waiting`` samples in Prometheus text."""
+    running = waiting = 0.0
+    for line in text.splitlines():
+        if line.startswith(_RUNNING) or line.startswith(_WAITING):
+            try:
+                value = float(line.rsplit(b" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+            if line.startswith(_RUNNING):
+                running += value
+            else:
+                waiting += value
+    return running, waiting
+
+
+class HealthMonitor:
+    def __init__(self, state: ProxyState) -> None:
+        self.state = state
+        self._task: asyncio.Task | None = None
+        self._last_scrape = 0.0
+
+    async def start(self) -> None:
+        await self.check_all()
+        self._task = asyncio.create_task(self._loop(), name="vllm-pd-health")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.state.config.health.interval_s)
+            try:
+                await self.check_all()
+            except Exception:  # one bad round must not end health checking for good
+                log.exception("health check round failed")
+
+    async def check_all(self) -> None:
+        scrape = time.monotonic() - self._last_scrape >= self.state.config.health.scrape_interval_s
+        if scrape:
+            self._last_scrape = time.monotonic()
+        await asyncio.gather(*(self._check(inst, scrape) for inst in self.state.instances.values()))
+
+    async def _check(self, inst: Instance, scrape: bool) -> None:
+        session = self.state.sessions[inst.url]
+        timeout = aiohttp.ClientTimeout(total=self.state.config.timeouts.health_s)
+        try:
+            async with session.get(inst.url + "/health", timeout=timeout) as resp:
+                await resp.read()
+                ok = resp.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            ok = False
+        was = inst.healthy
+        inst.healthy = ok
+        if ok and not was:  # it came back (restarted): use it again at once
+            inst.breaker.on_success()
+        if ok and not inst.model_cards:
+            await self._fetch_models(inst, session, timeout)
+        if ok and scrape:
+            await self._scrape(inst, session, timeout)
+        if ok != was:
+            log.warning("instance %s is now %s", inst.url, "healthy" if ok else "unhealthy")
+
+    async def _fetch_models(self, inst: Instance, session: aiohttp.ClientSession, timeout) -> None:
+        try:
+            async with session.get(inst.url + "/v1/models", timeout=timeout) as resp:
+                if resp.status != 200:
+                    return
+                cards = msgspec.json.decode(await resp.read(), type=_ModelList).data
+        except (aiohttp.ClientError, asyncio.TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
+            return
+        inst.model_cards = cards
+        inst.models = frozenset(str(c.get("id")) for c in cards)
+
+    async def _scrape(self, inst: Instance, session: aiohttp.ClientSession, timeout) -> None:
+        try:
+            async with session.get(inst.url + "/metrics", timeout=timeout) as resp:
+                if resp.status != 200:
+                    return
+                text = await resp.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return
+        inst.observe_scrape(*parse_request_counts(text))
