@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("vllm_pd.launcher.up", "start a local prefill/decode deployment of vLLM servers"),
     "make-tiny-model": ("vllm_pd.testing.tiny_model", "build a small random Llama that needs no download"),
+    "bench": ("vllm_pd.bench.cli", "goodput benchmark: SLO attainment vs request rate, per endpoint"),
     "proxy": ("vllm_pd.proxy.cli", "goodput-aware OpenAI-compatible router in front of prefill/decode servers"),
 }
 
