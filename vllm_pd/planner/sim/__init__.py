@@ -1,0 +1,9 @@
+"""The discrete-event simulator of prefill, KV transfer and decode; all timings from vllm_pd.latency."""
+
+from vllm_pd.planner.sim.config import InstanceConfig
+from vllm_pd.planner.sim.request import SLO
+from vllm_pd.planner.sim.result import SimResult
+from vllm_pd.planner.sim.router import ROUTING
+from vllm_pd.planner.sim.run import simulate_colocated, simulate_disaggregated
+
+__all__ = ["ROUTING", "SLO", "InstanceConfig", "SimResult", "simulate_colocated", "simulate_disaggregated"]

@@ -1,0 +1,76 @@
+"""A request's life in the simulator, and the SLO tally that can end a hopeless run early."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SLO:
+    """Latency targets (s) and the share of requests that must meet both."""
+
+    ttft_s: float
+    tpot_s: float
+    attainment: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not (self.ttft_s > 0 and self.tpot_s > 0):
+            raise ValueError(f"SLOs must be positive, got TTFT {self.ttft_s} s and TPOT {self.tpot_s} s")
+        if not 0 < self.attainment <= 1:
+            raise ValueError(f"attainment must be in (0, 1], got {self.attainment}")
+
+
+class SimRequest:
+    """Timestamps (s) of one request; ``nan`` until reached. ``epoch`` invalidates stale events."""
+
+    __slots__ = ("index", "arrival", "input_tokens", "output_tokens", "prefill_start", "prefill_done",
+                 "transfer_start", "kv_ready", "first_token", "finish", "generated", "epoch", "recompute", "missed")
+
+    def __init__(self, index: int, arrival: float, input_tokens: int, output_tokens: int) -> None:
+        self.index = index
+        self.arrival = arrival
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
+        self.prefill_start = self.prefill_done = self.transfer_start = math.nan
+        self.kv_ready = self.first_token = self.finish = math.nan
+        self.generated = 0
+        self.epoch = 0
+        self.recompute = False  # preempted: its KV was dropped and must be prefilled again
+        self.missed = False  # already counted as an SLO miss
+
+    @property
+    def context(self) -> int:
+        return self.input_tokens + self.generated
+
+
+class Tally:
+    """Counts finished requests that miss an SLO; asks the loop to stop once the target is out of reach."""
+
+    def __init__(self, slo: SLO | None, total: int, stop: Callable[[], None]) -> None:
+        self.slo = slo
+        self.allowed = math.inf if slo is None else math.floor((1 - slo.attainment) * total + 1e-9)
+        self.misses = 0
+        self.finished = 0
+        self.gave_up = False
+        self._stop = stop
+
+    def first_token(self, req: SimRequest) -> None:
+        if self.slo is not None and not req.missed and req.first_token - req.arrival > self.slo.ttft_s:
+            req.missed = True
+            self._miss()
+
+    def done(self, req: SimRequest) -> None:
+        self.finished += 1
+        if self.slo is None or req.missed:
+            return
+        if req.output_tokens > 1 and (req.finish - req.first_token) / (req.output_tokens - 1) > self.slo.tpot_s:
+            req.missed = True
+            self._miss()
+
+    def _miss(self) -> None:
+        self.misses += 1
+        if self.misses > self.allowed:
+            self.gave_up = True
+            self._stop()
