@@ -26,7 +26,7 @@ class Deployment:
     """
 
     def __init__(self, specs: Sequence[ServerSpec], log_dir: str | Path | None = None, *,
-                 startup_timeout: float = 600.0, progress: bool = False,
+                 startup_timeout: float = 600.0, stop_grace: float = 15.0, progress: bool = False,
                  console: Console | None = None) -> None:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
@@ -34,6 +34,7 @@ class Deployment:
         self.specs = list(specs)
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="vllm-pd-logs-"))
         self.startup_timeout = startup_timeout
+        self.stop_grace = stop_grace
         self.progress = progress
         self.console = console or Console(stderr=True)
         self.servers: dict[str, ServerProcess] = {}
@@ -104,10 +105,10 @@ class Deployment:
     def all_pids(self) -> set[int]:
         return set().union(*(s.all_pids() for s in self.servers.values())) if self.servers else set()
 
-    def stop(self, grace: float = 15.0) -> None:
-        """Stop every server in parallel: SIGTERM all, then SIGKILL whatever outlives ``grace``."""
+    def stop(self) -> None:
+        """Stop every server in parallel: SIGTERM all, then SIGKILL whatever outlives ``stop_grace``."""
         for server in self.servers.values():
             server.terminate()
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + self.stop_grace
         for server in self.servers.values():
             server.reap(deadline)

@@ -103,10 +103,6 @@ class ServerProcess:
         psutil.wait_procs(list(self._known.values()), timeout=5)
         self._popen.wait(timeout=5)
 
-    def stop(self, grace: float = 15.0) -> None:
-        self.terminate()
-        self.reap(time.monotonic() + grace)
-
     def _survivors(self) -> list[psutil.Process]:
         self._popen.poll()
         return [p for p in self._known.values() if _alive(p)]

