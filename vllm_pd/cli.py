@@ -14,6 +14,7 @@ from collections.abc import Sequence
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("vllm_pd.launcher.up", "start a local prefill/decode deployment of vLLM servers"),
+    "demo": ("vllm_pd.demo", "run a local 1 prefill + 1 decode deployment and check it against one instance"),
     "make-tiny-model": ("vllm_pd.testing.tiny_model", "build a small random Llama that needs no download"),
     "bench": ("vllm_pd.bench.cli", "goodput benchmark: SLO attainment vs request rate, per endpoint"),
     "proxy": ("vllm_pd.proxy.cli", "goodput-aware OpenAI-compatible router in front of prefill/decode servers"),

@@ -67,14 +67,14 @@ def _topology(args: argparse.Namespace, model: str) -> Topology:
         raise _fail(str(exc)) from None
 
 
-def _proxy_spec(args: argparse.Namespace, servers: list[ServerSpec]) -> ServerSpec:
-    port = args.proxy_port or free_port(args.host)
-    argv = [sys.executable, "-m", "vllm_pd.cli", "proxy", "--host", args.host, "--port", str(port)]
+def proxy_spec(host: str, port: int, servers: list[ServerSpec], extra: tuple[str, ...] = ()) -> ServerSpec:
+    """The proxy as one more process of the deployment, in front of ``servers``."""
+    argv = [sys.executable, "-m", "vllm_pd.cli", "proxy", "--host", host, "--port", str(port)]
     for role in ("prefill", "decode", "both"):
         urls = [s.url for s in servers if s.role == role]
         if urls:
             argv += [f"--{role}", *urls]
-    return ServerSpec(name="proxy", role="proxy", host=args.host, port=port, command=tuple(argv))
+    return ServerSpec(name="proxy", role="proxy", host=host, port=port, command=(*argv, *extra))
 
 
 def _model_dir(args: argparse.Namespace, console: Console) -> str:
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     topology = _topology(args, _model_dir(args, console))
     specs = topology.specs()
     if "proxy" in COMMANDS and not args.no_proxy and topology.prefill + topology.decode + topology.both:
-        specs.append(_proxy_spec(args, specs))
+        specs.append(proxy_spec(args.host, args.proxy_port or free_port(args.host), specs))
     deployment = Deployment(specs, args.log_dir, startup_timeout=args.startup_timeout, progress=True,
                             console=console)
     try:
