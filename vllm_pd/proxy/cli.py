@@ -12,9 +12,9 @@ from vllm_pd.proxy.config import ADMISSIONS, POLICIES, ConfigError, ProxyConfig,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--prefill", action="append", metavar="URL", help="a prefill (kv_producer) instance; repeatable")
-    add("--decode", action="append", metavar="URL", help="a decode (kv_consumer) instance; repeatable")
-    add("--both", action="append", metavar="URL", help="a kv_both instance (either role); repeatable")
+    add("--prefill", nargs="+", action="extend", metavar="URL", help="prefill (kv_producer) instances")
+    add("--decode", nargs="+", action="extend", metavar="URL", help="decode (kv_consumer) instances")
+    add("--both", nargs="+", action="extend", metavar="URL", help="kv_both instances (either role)")
     add("--config", metavar="YAML", help="settings file (same names as the flags, plus per-model pools)")
     add("--host", help="address to listen on (default 127.0.0.1)")
     add("--port", type=int, help="port to listen on (default 8000)")

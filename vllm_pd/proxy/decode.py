@@ -86,7 +86,7 @@ async def stream_decode(state: ProxyState, ex: Exchange, inst: Instance, body: b
         ex.stop_clock()
         stats = StreamStats(first_at)
         stats.see(first)
-        clean = await _relay(upstream, out, stats, url)
+        clean = await _relay(upstream, out, stats, inst.url)
         await out.write_eof()
         return _stream_result(ex, out, stats, first_at, failed=not clean or stats.errored)
     finally:
