@@ -122,3 +122,18 @@ def test_topology_gives_each_server_its_ports_cores_and_role() -> None:
 def test_topology_rejects_impossible_shapes(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Topology(model="/m", **kwargs)
+
+
+def test_a_server_dying_later_is_reported_with_its_log_tail(tmp_path: Path) -> None:
+    port = free_ports(1)[0]
+    short_lived = HEALTHY_SERVER.replace(
+        "http.server.HTTPServer(",
+        "import threading, os; threading.Timer(1.0, lambda: (print('engine core died', flush=True), "
+        "os._exit(7))).start()\nhttp.server.HTTPServer(")
+    with Deployment([fake("flaky", port, short_lived)], tmp_path, startup_timeout=30, stop_grace=1) as dep:
+        deadline = time.monotonic() + 20
+        with pytest.raises(ServerFailed, match="exited with code 7") as failed:
+            while time.monotonic() < deadline:
+                dep.check_alive()
+                time.sleep(0.2)
+        assert "engine core died" in failed.value.log_tail
