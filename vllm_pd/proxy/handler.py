@@ -84,7 +84,7 @@ def make_handler(endpoint: str):
         if pool is None:
             state.metrics.outcome("client_error")
             return error_response(404, f"model {req.model!r} is not served here", request_id)
-        tokens = state.counter.count(req.prompt_text, req.prompt_ids)
+        tokens = state.counter.count(req.prompt_text, req.prompt_ids, req.model)
         ex = Exchange(req, request_id, _upstream_headers(request, request_id), tokens)
         try:
             return await serve(state, ex, pool, request)
@@ -190,6 +190,7 @@ def account(state: ProxyState, ex: Exchange, route: Route, result: DecodeResult)
     else:  # not streamed: only the end-to-end time is visible, judged against both SLOs together
         met = e2e <= slo.ttft_s + slo.tpot_s * max(0, result.output_tokens - 1)
     _ttft_split(state, ex, result)
+    _learn(state, ex, route, result)
     m.outcome("failed" if result.failed else "met_slo" if met else "missed_slo")
 
 
@@ -205,3 +206,12 @@ def _ttft_split(state: ProxyState, ex: Exchange, result: DecodeResult) -> None:
         stage.labels("queue_prefill").observe(ex.prefill_s)
         if result.ttft_s is not None:
             stage.labels("handoff_to_first_token").observe(max(0.0, result.ttft_s - ex.prefill_s))
+
+
+def _learn(state: ProxyState, ex: Exchange, route: Route, result: DecodeResult) -> None:
+    """Online corrections: prompt-size estimate from usage, local prefill time from the observed TTFT."""
+    if result.prompt_tokens and ex.req.prompt_text and not ex.req.prompt_ids:
+        state.counter.observe(len(ex.req.prompt_text.encode()), result.prompt_tokens, ex.req.model)
+    est = route.estimate
+    if route.kind == "local" and est is not None and result.ttft_s is not None:
+        state.predictor.prefill_correction(route.decode).observe(est.prefill_s, result.ttft_s - est.first_step_s)

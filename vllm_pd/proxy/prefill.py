@@ -84,7 +84,7 @@ async def _prefill_once(state: ProxyState, ex: Exchange, prefill: Instance, body
         parsed = decode_prefill_reply(reply.body)
     except msgspec.DecodeError:
         raise UpstreamFailure(prefill.url, "prefill answer is not the expected JSON") from None
-    if parsed.usage is not None:
-        state.counter.observe(len(ex.req.prompt_text.encode()) if ex.req.prompt_text and not ex.req.prompt_ids else 0,
-                              parsed.usage.prompt_tokens)
+    text = ex.req.prompt_text
+    if parsed.usage is not None and text and not ex.req.prompt_ids:
+        state.counter.observe(len(text.encode()), parsed.usage.prompt_tokens, ex.req.model)
     return parsed.kv_transfer_params

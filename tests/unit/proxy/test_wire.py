@@ -83,3 +83,29 @@ def test_prefix_key_only_for_long_prompts_and_equal_for_equal_prefixes():
     long_b = parse({"prompt": "x" * 2000 + "tail b"})
     assert parse({"prompt": "short"}).prefix_key is None
     assert long_a.prefix_key is not None and long_a.prefix_key == long_b.prefix_key
+
+
+def test_prompts_are_counted_with_the_model_directory_tokenizer(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from vllm_pd.proxy.tokens import PromptCounter
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tokenizer.train_from_iterator(["the decode instance pulls the blocks"] * 10, trainers.BpeTrainer(vocab_size=300))
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    text = "the decode instance pulls the KV blocks of the prompt"
+
+    counter = PromptCounter()
+
+    assert counter.count(text, model=str(tmp_path)) == len(tokenizer.encode(text, add_special_tokens=False).ids)
+    assert counter.count(text, model="not-a-directory") == round(len(text) / 4)
+
+
+def test_estimated_counts_are_corrected_from_usage():
+    from vllm_pd.proxy.tokens import PromptCounter
+
+    counter = PromptCounter()
+    for _ in range(60):
+        counter.observe(text_bytes=1000, prompt_tokens=500)  # this model averages 2 bytes per token
+    assert counter.count("x" * 1000) == pytest.approx(500, rel=0.02)
