@@ -77,7 +77,7 @@ def test_killing_a_decode_server_mid_run_loses_no_request(
     answers = run_while_killing(failover_proxy, work, trio, "decode0")
 
     assert [a.status_code for a in answers] == [200] * REQUESTS, [a.text for a in answers if a.status_code != 200]
-    for single, answer in zip(expected, answers):
+    for single, answer in zip(expected, answers, strict=True):
         assert_same_answer(single, answer.json())
     after = http.post(failover_proxy + "/v1/completions", json=work[0])
     assert after.headers["X-PD-Decode"] == trio.url("decode1")
@@ -91,7 +91,7 @@ def test_killing_the_prefill_server_mid_run_falls_back_to_local_prefill(
     answers = run_while_killing(failover_proxy, work, trio, "prefill0")
 
     assert [a.status_code for a in answers] == [200] * REQUESTS, [a.text for a in answers if a.status_code != 200]
-    for single, answer in zip(expected, answers):
+    for single, answer in zip(expected, answers, strict=True):
         assert_same_answer(single, answer.json())
     routes = [a.headers["X-PD-Route"] for a in answers]
     assert routes[0] == "remote" and routes[-1] == "local"

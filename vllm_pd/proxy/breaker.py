@@ -36,9 +36,7 @@ class CircuitBreaker:
         if self.state is BreakerState.OPEN and self._clock() - self._opened_at >= self._open_for:
             self.state = BreakerState.HALF_OPEN
             self._trial_in_flight = False
-        if self.state is BreakerState.HALF_OPEN and not self._trial_in_flight:
-            return True
-        return False
+        return self.state is BreakerState.HALF_OPEN and not self._trial_in_flight
 
     def on_attempt(self) -> None:
         if self.state is BreakerState.HALF_OPEN:

@@ -44,10 +44,9 @@ class DecodeResult:
 
 async def unary_decode(state: ProxyState, ex: Exchange, inst: Instance, body: bytes,
                        headers: dict[str, str]) -> DecodeResult:
-    t = state.config.timeouts
-    timeout = aiohttp.ClientTimeout(total=t.request_s, sock_connect=t.connect_s)
     with ex.waiting():
-        reply = await post(state.sessions[inst.url], inst.url + ex.req.endpoint, body, ex.upstream_headers, timeout)
+        reply = await post(state.sessions[inst.url], inst.url + ex.req.endpoint, body, ex.upstream_headers,
+                           state.unary_timeout)
     if reply.status != 200:
         resp = web.Response(body=reply.body, status=reply.status, content_type=None, headers=headers)
         resp.content_type = reply.content_type
@@ -69,14 +68,12 @@ async def unary_decode(state: ProxyState, ex: Exchange, inst: Instance, body: by
 
 async def stream_decode(state: ProxyState, ex: Exchange, inst: Instance, body: bytes, headers: dict[str, str],
                         request: web.Request, on_first_chunk: Callable[[], None]) -> DecodeResult:
-    t = state.config.timeouts
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.read_s)
     url = inst.url + ex.req.endpoint
     with ex.waiting():
-        upstream = await open_stream(state.sessions[inst.url], url, body, ex.upstream_headers, timeout)
+        upstream = await open_stream(state.sessions[inst.url], url, body, ex.upstream_headers, state.stream_timeout)
     clean = False
     try:
-        first = await _first_chunk(ex, upstream, url, t.first_token_s)
+        first = await _first_chunk(ex, upstream, url, state.config.timeouts.first_token_s)
         first_at = time.monotonic()
         on_first_chunk()
         out = web.StreamResponse(status=200, headers=headers)

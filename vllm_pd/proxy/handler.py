@@ -17,7 +17,7 @@ from vllm_pd.proxy.policy import RequestInfo, Rejection, Route, usable
 from vllm_pd.proxy.prefill import PrefillFailed, run_prefill
 from vllm_pd.proxy.state import Exchange, Pool, ProxyState
 from vllm_pd.proxy.upstream import ClientSideError, UpstreamFailure
-from vllm_pd.proxy.wire import BadRequest, ClientRequest, decode_body, parse_request
+from vllm_pd.proxy.wire import BadRequest, decode_body, parse_request
 
 STATE_KEY: web.AppKey[ProxyState] = web.AppKey("proxy_state", ProxyState)
 

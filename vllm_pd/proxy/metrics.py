@@ -16,33 +16,48 @@ OUTCOMES = ("met_slo", "missed_slo", "rejected", "failed", "cancelled", "client_
 TTFT_STAGES = ("queue_prefill", "transfer", "first_decode", "handoff_to_first_token")
 
 
+class _Cached:
+    """A labelled metric whose children are looked up once: ``labels()`` costs microseconds per call."""
+
+    def __init__(self, metric) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], object] = {}
+
+    def labels(self, *values: str):
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 class ProxyMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
-        self.ttft = Histogram("vllm_pd_ttft_seconds", "Time to first token seen by the proxy",
-                              ["route"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.tpot = Histogram("vllm_pd_tpot_seconds", "Mean time per output token after the first",
-                              ["route"], buckets=_TPOT_BUCKETS, registry=r)
-        self.e2e = Histogram("vllm_pd_e2e_latency_seconds", "End-to-end request latency at the proxy",
-                             ["route"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.ttft_stage = Histogram(
-            "vllm_pd_ttft_stage_seconds",
-            "TTFT split: queue_prefill, transfer, first_decode (from the connector's pd_handoff timings); "
-            "handoff_to_first_token when the connector reports none",
-            ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.requests = Counter("vllm_pd_requests", "Requests by outcome", ["outcome"], registry=r)
-        self.decisions = Counter("vllm_pd_route_decisions", "Routing decisions by route (remote|local)",
-                                 ["route", "policy"], registry=r)
-        self.failovers = Counter("vllm_pd_failovers", "Failovers by kind", ["kind"], registry=r)
-        self.upstream_errors = Counter("vllm_pd_upstream_errors", "Failed upstream calls",
-                                       ["instance", "leg"], registry=r)
-        self.inflight = Gauge("vllm_pd_inflight_requests", "Requests the proxy has in flight on each instance",
-                              ["instance", "phase"], registry=r)
+
+        def hist(name: str, doc: str, labels: list[str], buckets=_LATENCY_BUCKETS) -> _Cached:
+            return _Cached(Histogram(name, doc, labels, buckets=buckets, registry=r))
+
+        def count(name: str, doc: str, labels: list[str]) -> _Cached:
+            return _Cached(Counter(name, doc, labels, registry=r))
+
+        self.ttft = hist("vllm_pd_ttft_seconds", "Time to first token seen by the proxy", ["route"])
+        self.tpot = hist("vllm_pd_tpot_seconds", "Mean time per output token after the first", ["route"],
+                         _TPOT_BUCKETS)
+        self.e2e = hist("vllm_pd_e2e_latency_seconds", "End-to-end request latency at the proxy", ["route"])
+        self.ttft_stage = hist("vllm_pd_ttft_stage_seconds",
+                               "TTFT split: queue_prefill, transfer, first_decode (from the connector's pd_handoff "
+                               "timings); handoff_to_first_token when the connector reports none", ["stage"])
+        self.predicted_ttft = hist("vllm_pd_predicted_ttft_seconds", "TTFT the policy predicted", ["route"])
+        self.requests = count("vllm_pd_requests", "Requests by outcome", ["outcome"])
+        self.decisions = count("vllm_pd_route_decisions", "Routing decisions by route (remote|local)",
+                               ["route", "policy"])
+        self.failovers = count("vllm_pd_failovers", "Failovers by kind", ["kind"])
+        self.upstream_errors = count("vllm_pd_upstream_errors", "Failed upstream calls", ["instance", "leg"])
+        self.inflight = _Cached(Gauge("vllm_pd_inflight_requests", "Requests the proxy has in flight per instance",
+                                      ["instance", "phase"], registry=r))
         self.overhead = Histogram("vllm_pd_proxy_overhead_seconds",
                                   "Time the proxy itself spends on a request (outside upstream waits)",
                                   buckets=_OVERHEAD_BUCKETS, registry=r)
-        self.predicted_ttft = Histogram("vllm_pd_predicted_ttft_seconds", "TTFT the policy predicted",
-                                        ["route"], buckets=_LATENCY_BUCKETS, registry=r)
         self.goodput = Gauge("vllm_pd_goodput_rps",
                              f"Requests per second meeting both SLOs over the last {GOODPUT_WINDOW_S:.0f} s",
                              registry=r)

@@ -39,7 +39,7 @@ async def run_prefill(state: ProxyState, ex: Exchange, route: Route, pool: Pool)
     if route.kind == "local":
         return route, None
     config = state.config
-    timeout = aiohttp.ClientTimeout(total=config.timeouts.prefill_s, sock_connect=config.timeouts.connect_s)
+    timeout = state.prefill_timeout
     body = prefill_body(ex.req)
     prefill: Instance | None = route.prefill
     last: UpstreamFailure | None = None

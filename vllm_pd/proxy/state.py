@@ -43,6 +43,10 @@ class ProxyState:
         self.counter = PromptCounter(load_fast_tokenizer(config.tokenizer))
         self.metrics = ProxyMetrics()
         self.sessions: dict[str, aiohttp.ClientSession] = {}
+        t = config.timeouts
+        self.prefill_timeout = aiohttp.ClientTimeout(total=t.prefill_s, sock_connect=t.connect_s)
+        self.unary_timeout = aiohttp.ClientTimeout(total=t.request_s, sock_connect=t.connect_s)
+        self.stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.read_s)
 
     def _pool(self, pool: PoolConfig) -> Pool:
         get = self.instances.__getitem__
