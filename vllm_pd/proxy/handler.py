@@ -88,7 +88,7 @@ def make_handler(endpoint: str):
         ex = Exchange(req, request_id, _upstream_headers(request, request_id), tokens)
         try:
             return await serve(state, ex, pool, request)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ConnectionResetError):  # the client left
             state.metrics.outcome("cancelled")
             raise
 
@@ -166,7 +166,10 @@ async def decode_leg(state: ProxyState, ex: Exchange, route: Route, params, requ
             result = await stream_decode(state, ex, inst, body, headers, request, prefilling.close)
         else:
             result = await unary_decode(state, ex, inst, body, headers)
-    inst.record_success()
+    if result.failed:
+        inst.record_failure()
+    else:
+        inst.record_success()
     if result.tpot_s is not None:
         state.predictor.decode_correction(inst).observe(predicted_step, result.tpot_s)
     return result

@@ -97,16 +97,18 @@ class Exchange:
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
         """Time spent inside is upstream time, not proxy overhead."""
-        self.overhead_s += time.monotonic() - self._busy_since
+        stopped = self._busy_since == float("inf")
+        self.overhead_s += 0.0 if stopped else time.monotonic() - self._busy_since
         try:
             yield
         finally:
-            self._busy_since = time.monotonic()
+            if not stopped:
+                self._busy_since = time.monotonic()
 
     def stop_clock(self) -> float:
         """Close the overhead count (at the first byte sent to the client) and return it."""
-        self.overhead_s += time.monotonic() - self._busy_since
-        self._busy_since = float("inf")
+        self.overhead_s += max(0.0, time.monotonic() - self._busy_since)
+        self._busy_since = float("inf")  # later waits add nothing
         return self.overhead_s
 
     @staticmethod

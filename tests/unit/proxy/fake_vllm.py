@@ -33,6 +33,7 @@ class FakeVLLM:
     error_finish: bool = False  # answer 200 with finish_reason "error"
     healthy: bool = True
     chunk_delay_s: float = 0.0
+    handoff: dict | None = None  # pd_handoff timings to report in non-streamed decode answers
     server: TestServer | None = None
     active: int = 0
 
@@ -101,8 +102,9 @@ class FakeVLLM:
         if not body.get("stream"):
             choice = ({"message": {"role": "assistant", "content": "".join(tokens)}} if chat
                       else {"text": "".join(tokens)})
+            extra = {"kv_transfer_params": {"pd_handoff": self.handoff}} if self.handoff else {}
             return web.json_response({"id": "x", "choices": [{**choice, "index": 0, "finish_reason": finish}],
-                                      "usage": usage, "served_by": self.name})
+                                      "usage": usage, "served_by": self.name, **extra})
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for i, tok in enumerate(tokens):

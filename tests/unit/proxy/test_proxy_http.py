@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
+
+import pytest
 
 from multidict import CIMultiDict
 
@@ -136,4 +139,31 @@ def test_inflight_accounting_returns_to_zero_on_every_path():
             for inst in state_of(client).instances.values():
                 assert inst.load.prefill_requests == inst.load.decode_requests == 0
                 assert inst.load.prefill_tokens == inst.load.context_tokens == inst.load.remaining_tokens == 0
+    run(scenario)
+
+
+def test_ttft_is_split_from_the_connectors_pd_handoff_timings():
+    async def scenario():
+        async with harness(local_prefill=False) as (client, _, [d]):
+            now = time.time()
+            d.handoff = {"prefill_done": now + 0.01, "pull_start": now + 0.02, "pull_done": now + 0.05,
+                         "bytes": 4096, "descriptors": 2, "outcome": "pulled"}
+            assert (await client.post("/v1/completions", json=BODY)).status == 200
+            text = await (await client.get("/metrics")).text()
+            transfer_sum = next(float(line.split()[-1]) for line in text.splitlines()
+                                if line.startswith('vllm_pd_ttft_stage_seconds_sum{stage="transfer"}'))
+            assert transfer_sum == pytest.approx(0.03, abs=1e-6)
+            assert 'vllm_pd_ttft_stage_seconds_count{stage="queue_prefill"} 1.0' in text
+    run(scenario)
+
+
+def test_admission_rejects_with_retry_after_when_no_pair_meets_the_slo():
+    async def scenario():
+        async with harness(admission="reject", slo=SLOConfig(ttft_s=1e-6, tpot_s=1e-6)) as (client, [p], [d]):
+            resp = await client.post("/v1/completions", json=BODY)
+            assert resp.status == 503 and int(resp.headers["Retry-After"]) >= 1
+            assert "SLO" in (await resp.json())["error"]["message"]
+            assert p.seen == [] and d.seen == []
+            text = await (await client.get("/metrics")).text()
+            assert 'vllm_pd_requests_total{outcome="rejected"} 1.0' in text
     run(scenario)
