@@ -44,8 +44,9 @@ def open_session(config: ProxyConfig) -> aiohttp.ClientSession:
                                      enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.timeouts.connect_s,
                                     sock_read=config.timeouts.read_s)
+    # No cookie jar: upstreams set none worth keeping, and filtering cookies costs per request.
     return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                 skip_auto_headers=("User-Agent",))
+                                 cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
 
 
 def _content_type(headers: CIMultiDictProxy[str]) -> str:
