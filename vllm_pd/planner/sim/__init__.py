@@ -4,6 +4,12 @@ from vllm_pd.planner.sim.config import InstanceConfig
 from vllm_pd.planner.sim.request import SLO
 from vllm_pd.planner.sim.result import SimResult
 from vllm_pd.planner.sim.router import ROUTING
-from vllm_pd.planner.sim.run import simulate_colocated, simulate_disaggregated
+from vllm_pd.planner.sim.run import (
+    simulate_colocated,
+    simulate_decode_only,
+    simulate_disaggregated,
+    simulate_prefill_only,
+)
 
-__all__ = ["ROUTING", "SLO", "InstanceConfig", "SimResult", "simulate_colocated", "simulate_disaggregated"]
+__all__ = ["ROUTING", "SLO", "InstanceConfig", "SimResult", "simulate_colocated", "simulate_decode_only",
+           "simulate_disaggregated", "simulate_prefill_only"]

@@ -62,26 +62,29 @@ class DecodeEngine:
             self._step()
 
     def _step(self) -> None:
-        loop, profile = self.instance.loop, self.instance.config.profile
+        loop, profile, batch = self.instance.loop, self.instance.config.profile, self.batch
         recompute_s = 0.0
-        for req in self._ready:
-            self._reserved -= req.context
-            self._admitted -= 1
-            if req.recompute:
-                recompute_s += profile.prefill.b * req.context + profile.prefill.c * req.context**2
-                req.recompute = False
-            self.batch.join(req)
-        self._joined, self._ready = self._ready, []
-        while self.batch.size and self.batch.context_tokens + self._reserved + self.batch.size > self.capacity:
-            victim = self.batch.preempt_last()
+        if self._ready:
+            for req in self._ready:
+                self._reserved -= req.context
+                self._admitted -= 1
+                if req.recompute:
+                    recompute_s += profile.prefill.b * req.context + profile.prefill.c * req.context**2
+                    req.recompute = False
+                batch.join(req)
+            self._joined, self._ready = self._ready, []
+        elif self._joined:
+            self._joined = []
+        while batch.size and batch.context_tokens + self._reserved + batch.size > self.capacity:
+            victim = batch.preempt_last()
             victim.recompute = True
             self.pending.appendleft(victim)
             self._pending_tokens += victim.context
-        if not self.batch.size:
+        if not batch.size:
             self._stepping = False
             return
         self._stepping = True
-        step = decode_step_time(profile.decode, self.batch.size, self.batch.context_tokens) + recompute_s
+        step = decode_step_time(profile.decode, batch.size, batch.context_tokens) + recompute_s
         loop.at(loop.now + step, self._step_done)
 
     def _step_done(self) -> None:
@@ -118,12 +121,15 @@ class DecodeInstance:
         self._links[prefill_index] = link
 
     def load(self) -> int:
+        if len(self.engines) == 1:
+            return self.engines[0].load()
         return sum(e.load() for e in self.engines)
 
     def offer(self, req: SimRequest, prefill_index: int) -> None:
         """The prefill of ``req`` is done on instance ``prefill_index``; pull its KV when there is room."""
         self._source[req.index] = prefill_index
-        min(self.engines, key=DecodeEngine.load).offer(req)
+        engines = self.engines
+        (engines[0] if len(engines) == 1 else min(engines, key=DecodeEngine.load)).offer(req)
 
     def transfer(self, req: SimRequest, engine: DecodeEngine) -> None:
         link = self._links[self._source.pop(req.index)]

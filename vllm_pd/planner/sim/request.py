@@ -16,7 +16,7 @@ class SLO:
     attainment: float = 0.9
 
     def __post_init__(self) -> None:
-        if not (self.ttft_s > 0 and self.tpot_s > 0):
+        if not (self.ttft_s > 0 and self.tpot_s > 0):  # math.inf is allowed: "no target"
             raise ValueError(f"SLOs must be positive, got TTFT {self.ttft_s} s and TPOT {self.tpot_s} s")
         if not 0 < self.attainment <= 1:
             raise ValueError(f"attainment must be in (0, 1], got {self.attainment}")
@@ -26,7 +26,7 @@ class SimRequest:
     """Timestamps (s) of one request; ``nan`` until reached. ``epoch`` invalidates stale events."""
 
     __slots__ = ("index", "arrival", "input_tokens", "output_tokens", "prefill_start", "prefill_done",
-                 "transfer_start", "kv_ready", "first_token", "finish", "generated", "epoch", "recompute", "missed")
+                 "transfer_start", "kv_ready", "first_token", "finish", "generated", "epoch", "recompute", "missed", "measured")
 
     def __init__(self, index: int, arrival: float, input_tokens: int, output_tokens: int) -> None:
         self.index = index
@@ -39,6 +39,7 @@ class SimRequest:
         self.epoch = 0
         self.recompute = False  # preempted: its KV was dropped and must be prefilled again
         self.missed = False  # already counted as an SLO miss
+        self.measured = True  # inside the measurement window (warm-up and tail requests only add load)
 
     @property
     def context(self) -> int:
@@ -46,23 +47,34 @@ class SimRequest:
 
 
 class Tally:
-    """Counts finished requests that miss an SLO; asks the loop to stop once the target is out of reach."""
+    """Counts measured requests that miss an SLO or finish.
 
-    def __init__(self, slo: SLO | None, total: int, stop: Callable[[], None]) -> None:
+    Asks the loop to stop once the attainment target is out of reach, or once every measured
+    request has finished (what comes after cannot change the result).
+    """
+
+    def __init__(self, slo: SLO | None, measured: int, stop: Callable[[], None]) -> None:
         self.slo = slo
-        self.allowed = math.inf if slo is None else math.floor((1 - slo.attainment) * total + 1e-9)
+        self.allowed = math.inf if slo is None else math.floor((1 - slo.attainment) * measured + 1e-9)
+        self.measured = measured
         self.misses = 0
         self.finished = 0
         self.gave_up = False
         self._stop = stop
 
     def first_token(self, req: SimRequest) -> None:
+        if not req.measured:
+            return
         if self.slo is not None and not req.missed and req.first_token - req.arrival > self.slo.ttft_s:
             req.missed = True
             self._miss()
 
     def done(self, req: SimRequest) -> None:
+        if not req.measured:
+            return
         self.finished += 1
+        if self.finished == self.measured:
+            self._stop()
         if self.slo is None or req.missed:
             return
         if req.output_tokens > 1 and (req.finish - req.first_token) / (req.output_tokens - 1) > self.slo.tpot_s:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from vllm_pd.latency import LinkSpec
@@ -16,10 +17,18 @@ from vllm_pd.planner.sim.router import Picker
 from vllm_pd.workloads import RequestSpec
 
 
-def _requests(specs: Sequence[RequestSpec]) -> list[SimRequest]:
+def _requests(specs: Sequence[RequestSpec], measure: range | None) -> tuple[list[SimRequest], list[SimRequest]]:
+    """All simulated requests, and those inside the measurement window (default: all)."""
     if not specs:
         raise ValueError("nothing to simulate: the request list is empty")
-    return [SimRequest(i, s.arrival_s, s.input_tokens, s.output_tokens) for i, s in enumerate(specs)]
+    requests = [SimRequest(i, s.arrival_s, s.input_tokens, s.output_tokens) for i, s in enumerate(specs)]
+    if measure is None:
+        return requests, requests
+    if not measure or measure.start < 0 or measure.stop > len(requests):
+        raise ValueError(f"measurement window {measure} is empty or outside the {len(requests)} requests")
+    for req in requests:
+        req.measured = req.index in measure
+    return requests, requests[measure.start : measure.stop]
 
 
 def simulate_disaggregated(
@@ -30,18 +39,20 @@ def simulate_disaggregated(
     *,
     routing: str = "least_loaded",
     slo: SLO | None = None,
+    measure: range | None = None,
 ) -> SimResult:
     """Prefill on ``prefill`` instances, KV over ``links[p][d]``, decode on ``decode`` instances.
 
     The pair is chosen at arrival, as the proxy does: the prefill instance with the least queued work,
     the decode instance with the fewest KV tokens held or promised. With ``slo`` the run stops as soon
-    as the attainment target is out of reach (the result then says ``gave_up``).
+    as the attainment target is out of reach (the result then says ``gave_up``). Only requests in
+    ``measure`` (indices; default all) are reported: the others warm the system up or keep it loaded.
     """
     if not prefill or not decode:
         raise ValueError("a disaggregated deployment needs at least one prefill and one decode instance")
     loop = EventLoop()
-    requests = _requests(specs)
-    tally = Tally(slo, len(requests), loop.stop)
+    requests, measured = _requests(specs, measure)
+    tally = Tally(slo, len(measured), loop.stop)
     decoders = [DecodeInstance(i, loop, c, tally) for i, c in enumerate(decode)]
     pair: dict[int, DecodeInstance] = {}
 
@@ -65,7 +76,7 @@ def simulate_disaggregated(
     for req in requests:
         loop.at(req.arrival, lambda r=req: arrive(r))
     loop.run()
-    return SimResult.from_requests(requests, tally.gave_up)
+    return SimResult.from_requests(measured, tally.gave_up)
 
 
 def simulate_colocated(
@@ -74,16 +85,51 @@ def simulate_colocated(
     *,
     routing: str = "least_loaded",
     slo: SLO | None = None,
+    measure: range | None = None,
 ) -> SimResult:
     """Every instance prefills and decodes (chunked prefill); requests go to the least-loaded one."""
     if not instances:
         raise ValueError("a colocated deployment needs at least one instance")
     loop = EventLoop()
-    requests = _requests(specs)
-    tally = Tally(slo, len(requests), loop.stop)
+    requests, measured = _requests(specs, measure)
+    tally = Tally(slo, len(measured), loop.stop)
     colocated = [ColocatedInstance(i, loop, c, tally) for i, c in enumerate(instances)]
     pick = Picker(colocated, routing, lambda c: c.load() / c.config.kv_capacity_tokens)
     for req in requests:
         loop.at(req.arrival, lambda r=req: pick.pick().submit(r))
     loop.run()
-    return SimResult.from_requests(requests, tally.gave_up)
+    return SimResult.from_requests(measured, tally.gave_up)
+
+
+def simulate_prefill_only(specs: Sequence[RequestSpec], config: InstanceConfig, *, slo: SLO | None = None) -> SimResult:
+    """One prefill instance alone; TTFT is prefill completion (an upper bound on its P/D capacity)."""
+    loop = EventLoop()
+    requests, measured = _requests(specs, None)
+    tally = Tally(None if slo is None else SLO(slo.ttft_s, math.inf, slo.attainment), len(measured), loop.stop)
+
+    def done(req: SimRequest) -> None:
+        req.first_token = req.finish = loop.now
+        tally.first_token(req)
+        tally.done(req)
+
+    instance = PrefillInstance(0, loop, config, done)
+    for req in requests:
+        loop.at(req.arrival, lambda r=req: instance.submit(r))
+    loop.run()
+    return SimResult.from_requests(measured, tally.gave_up)
+
+
+def simulate_decode_only(
+    specs: Sequence[RequestSpec], config: InstanceConfig, *, slo: SLO | None = None, measure: range | None = None
+) -> SimResult:
+    """One decode instance alone, each request's KV ready at its arrival; only TPOT is meaningful."""
+    loop = EventLoop()
+    requests, measured = _requests(specs, measure)
+    tally = Tally(None if slo is None else SLO(math.inf, slo.tpot_s, slo.attainment), len(measured), loop.stop)
+    instance = DecodeInstance(0, loop, config, tally)
+    instance.connect(0, LinkSpec(bandwidth=math.inf))
+    for req in requests:
+        req.prefill_start = req.prefill_done = req.arrival
+        loop.at(req.arrival, lambda r=req: instance.offer(r, 0))
+    loop.run()
+    return SimResult.from_requests(measured, tally.gave_up)
