@@ -104,6 +104,7 @@ class Pull:
     nbytes: int
     descriptors: int
     t0: float = field(default_factory=time.perf_counter)
+    xfer_s: float = 0.0  # NIXL telemetry: post to completion (what vLLM's NixlConnector reports)
 
 
 class KVTransport:
@@ -177,7 +178,9 @@ class KVTransport:
         if state == "PROC" and time.time() < pull.expires:
             return state
         if state == "DONE":
-            pull.descriptors = int(self.agent.get_xfer_telemetry(pull.handle).descCount) or pull.descriptors
+            telemetry = self.agent.get_xfer_telemetry(pull.handle)
+            pull.descriptors = int(telemetry.descCount) or pull.descriptors
+            pull.xfer_s = telemetry.xferDuration / 1e6 or time.perf_counter() - pull.t0
         try:
             self.agent.release_xfer_handle(pull.handle)  # cancels a transfer still in flight
         except Exception as e:  # noqa: BLE001 - NIXL raises its own error types

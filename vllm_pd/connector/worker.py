@@ -161,8 +161,7 @@ class PDWorker:
                 continue
             del self._pulls[rid]
             if state == "DONE":
-                seconds = time.perf_counter() - pull.t0
-                self.stats.record_pull(seconds, pull.nbytes, pull.descriptors)
+                self.stats.record_pull(pull.xfer_s, pull.nbytes, pull.descriptors)
                 self._records[rid] = PullRecord(pull.started, time.time(), pull.nbytes, pull.descriptors, ok=True)
                 recving.add(rid)
             else:
