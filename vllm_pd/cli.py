@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-tiny-model": ("vllm_pd.testing.tiny_model", "build a small random Llama that needs no download"),
     "bench": ("vllm_pd.bench.cli", "goodput benchmark: SLO attainment vs request rate, per endpoint"),
     "proxy": ("vllm_pd.proxy.cli", "goodput-aware OpenAI-compatible router in front of prefill/decode servers"),
+    "plan": ("vllm_pd.planner.cli", "placement planner: P/D instance counts, TP/PP and placement for your SLOs"),
 }
 
 

@@ -26,6 +26,7 @@ from vllm_pd.planner.sim import (
 from vllm_pd.workloads import RequestSpec, Workload
 
 _MAX_STEPS = 60
+_LOWEST_SHARE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,9 @@ class ProbeSettings:
 def max_rate(passes: Callable[[float], bool], guess: float, tolerance: float, growth: float = 1.5) -> float:
     """Largest rate (req/s) for which ``passes`` holds, to within ``tolerance``; 0 if none does.
 
-    Brackets the answer by stepping from ``guess`` by ``growth`` (a good guess needs few steps), then
-    bisects geometrically.
+    Brackets the answer by stepping up from ``guess`` by ``growth``, or down by ``growth**3`` (low
+    rates simulate many small steps, so few probes go there), then bisects geometrically. A deployment
+    that fails at a thousandth of the guess fails unloaded: the answer is 0.
     """
     lo, hi = 0.0, guess
     for _ in range(_MAX_STEPS):
@@ -60,12 +62,11 @@ def max_rate(passes: Callable[[float], bool], guess: float, tolerance: float, gr
     else:
         return lo
     if lo == 0.0:
-        floor = guess / growth**_MAX_STEPS
-        while hi > floor and not passes(hi / growth):
-            hi /= growth
-        if hi <= floor:
-            return 0.0
-        lo = hi / growth
+        lo = hi / growth**3
+        while not passes(lo):
+            if lo < guess * _LOWEST_SHARE:
+                return 0.0
+            lo, hi = lo / growth**3, lo
     while hi / lo - 1 > tolerance:
         mid = (lo * hi) ** 0.5
         lo, hi = (mid, hi) if passes(mid) else (lo, mid)

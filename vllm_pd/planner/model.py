@@ -8,7 +8,7 @@ are read with the Llama field names; a config missing a needed field is an error
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -41,6 +41,7 @@ class ModelSpec:
     tied_embeddings: bool = False
     learned_positions: int = 0  # rows of a learned position table (0: rotary)
     max_model_len: int = 4096
+    serve_as: str = ""  # what to pass to ``vllm serve``: a Hugging Face id or the model directory
 
     def __post_init__(self) -> None:
         for field in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
@@ -119,8 +120,9 @@ def load_model_spec(name_or_path: str | Path, *, dtype: str | None = None, max_m
     """Read a ``config.json``, the directory holding one, or a built-in config by name (``llama-3-8b``)."""
     path = Path(name_or_path)
     if str(name_or_path) in builtin_models():
-        text = resources.files("vllm_pd").joinpath(f"data/models/{name_or_path}.json").read_text()
-        return model_spec_from_config(json.loads(text), name=str(name_or_path), dtype=dtype, max_model_len=max_model_len)
+        config = json.loads(resources.files("vllm_pd").joinpath(f"data/models/{name_or_path}.json").read_text())
+        spec = model_spec_from_config(config, name=str(name_or_path), dtype=dtype, max_model_len=max_model_len)
+        return replace(spec, serve_as=config.get("_name_or_path", str(name_or_path)))
     name = path.name if path.is_dir() else path.parent.name if path.name == "config.json" else path.stem
     if path.is_dir():
         path = path / "config.json"
@@ -133,7 +135,8 @@ def load_model_spec(name_or_path: str | Path, *, dtype: str | None = None, max_m
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ModelSpecError(f"{path}: not valid JSON: {exc}") from exc
-    return model_spec_from_config(config, name=name, dtype=dtype, max_model_len=max_model_len)
+    spec = model_spec_from_config(config, name=name, dtype=dtype, max_model_len=max_model_len)
+    return replace(spec, serve_as=str(path.parent))
 
 
 def model_spec_from_config(
