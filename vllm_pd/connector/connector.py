@@ -143,10 +143,6 @@ class PDConnector(KVConnectorBase_V1):
         return KVConnectorTransferResults(finished_sending=done.sending, finished_recving=done.recving,
                                           failed_recving=done.failed)
 
-    def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str] | None, set[str] | None]:
-        done = self.worker.completions()
-        return done.sending, done.recving
-
     def build_connector_worker_meta(self):
         return self.worker.take_worker_meta()
 

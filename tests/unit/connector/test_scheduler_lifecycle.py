@@ -166,6 +166,33 @@ def test_expired_lease_prefills_locally_without_a_pull(producer, consumer) -> No
     assert_scheduler_empty(consumer)
 
 
+def test_abort_while_loading_waits_for_the_pull_then_frees(producer, consumer) -> None:
+    _, params = prefill(producer, 3 * BLOCK_SIZE)
+    request = make_request(3 * BLOCK_SIZE, kv_transfer_params=params)
+    consumer.add_request(request)
+    step(consumer)
+    assert request.status == RequestStatus.WAITING_FOR_REMOTE_KVS
+    # 1. The client goes away while the READ is in flight: the blocks must stay until it ends.
+    consumer.finish_requests(request.request_id, RequestStatus.FINISHED_ABORTED)
+    step(consumer)
+    pool = consumer.kv_cache_manager.block_pool
+    assert pool.free_block_queue.num_free_blocks < pool.num_gpu_blocks - 1
+    # 2. The worker reports the pull finished: now they are freed.
+    step(consumer, recving={request.request_id})
+    step(consumer)
+    assert_scheduler_empty(consumer)
+
+
+def test_bad_params_prefill_locally(consumer) -> None:
+    params = {"do_remote_prefill": True, "pd_protocol": wire.PROTOCOL_VERSION + 1, "remote_host": "x"}
+    request = make_request(2 * BLOCK_SIZE, max_tokens=2, kv_transfer_params=params)
+    consumer.add_request(request)
+    out, _ = step(consumer)
+    assert out.kv_connector_metadata.pulls == [] and request.status == RequestStatus.RUNNING
+    run_to_end(consumer)
+    assert_scheduler_empty(consumer)
+
+
 def test_rejected_request_releases_the_producer_lease_at_once(producer, consumer) -> None:
     rid, params = prefill(producer, 3 * BLOCK_SIZE)
     step(producer)
