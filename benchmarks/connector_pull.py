@@ -1,0 +1,160 @@
+"""PDConnector vs vLLM's NixlConnector: pull time, descriptors per pull, decode-side TTFT, and the
+raw NIXL ceiling, in one run with the two connectors' requests interleaved.
+
+    flock /tmp/vllm-pd-servers.lock python benchmarks/connector_pull.py --out results/connector_pull.json
+
+Two identical prefill/decode pairs of a random model with a large KV cache per token (8 layers x
+8 KV heads x head_dim 64, float32: 32 KiB per token) run side by side, prefill servers on one
+core and decode servers on the other. Every request uses a fresh prompt (no prefix-cache hit).
+Pull time is NIXL's own telemetry (post to completion) for both connectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from connector_raw_nixl import raw_ceiling
+from vllm_pd.launcher import Deployment, ServerSpec, free_ports, kv_config
+from vllm_pd.testing.pd_client import prefill_body
+from vllm_pd.testing.tiny_model import TinyModelSpec, make_tiny_model
+
+MODEL = TinyModelSpec(layers=8, hidden=512, heads=8, kv_heads=8, head_dim=64, intermediate=1024,
+                      max_position=16384)
+# (pull time sum, pull count, descriptors sum, bytes sum) per connector
+METRICS = {
+    "pd": ("vllm:pd_pull_time_seconds_sum", "vllm:pd_pull_time_seconds_count", "vllm:pd_pull_descriptors_sum",
+           "vllm:pd_pull_bytes_sum"),
+    "nixl": ("vllm:nixl_xfer_time_seconds_sum", "vllm:nixl_xfer_time_seconds_count",
+             "vllm:nixl_num_descriptors_sum", "vllm:nixl_bytes_transferred_sum"),
+}
+
+
+def metrics(http: httpx.Client, url: str, names: tuple[str, ...]) -> list[float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = dict.fromkeys(names, 0.0)
+    for family in text_string_to_metric_families(http.get(url + "/metrics").text):
+        for sample in family.samples:
+            if sample.name in values:
+                values[sample.name] += sample.value
+    return [values[n] for n in names]
+
+
+def one_request(http: httpx.Client, model: str, prefill: str, decode: str, names: tuple[str, ...],
+                num_tokens: int, seed: int) -> dict[str, Any]:
+    import random
+
+    rng = random.Random(seed)
+    body = {"model": model, "prompt": [rng.randrange(8, 320) for _ in range(num_tokens)], "max_tokens": 2,
+            "temperature": 0, "ignore_eos": True}
+    before = metrics(http, decode, names)
+    params = http.post(prefill + "/v1/completions", json=prefill_body(body)).raise_for_status().json()
+    t0 = time.perf_counter()
+    ttft = None
+    with http.stream("POST", decode + "/v1/completions",
+                     json={**body, "stream": True, "kv_transfer_params": params["kv_transfer_params"]}) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if ttft is None and line.startswith("data: {"):
+                ttft = time.perf_counter() - t0
+    deadline = time.monotonic() + 10
+    after = metrics(http, decode, names)
+    while after[1] == before[1] and time.monotonic() < deadline:
+        time.sleep(0.05)
+        after = metrics(http, decode, names)
+    if after[1] != before[1] + 1:
+        raise RuntimeError(f"expected one pull on {decode}, metrics moved by {after[1] - before[1]}")
+    pull_s, _, descriptors, nbytes = (a - b for a, b in zip(after, before))
+    return {"tokens": num_tokens, "pull_s": pull_s, "descriptors": descriptors, "bytes": nbytes, "ttft_s": ttft}
+
+
+def servers(model: Path, kv_space_gib: int) -> list[ServerSpec]:
+    args = ("--block-size", "32", "--enforce-eager", "--max-model-len", "9000", "--max-num-batched-tokens", "9000")
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_space_gib), "UCX_NET_DEVICES": "lo"}
+    ports = free_ports(8)
+    specs = []
+    for i, (connector, role, cpus) in enumerate([("pd", "prefill", "0"), ("pd", "decode", "1"),
+                                                 ("nixl", "prefill", "0"), ("nixl", "decode", "1")]):
+        specs.append(ServerSpec(name=f"{connector}-{role}", role=role, model=str(model), port=ports[2 * i],
+                                side_channel_port=ports[2 * i + 1], cpus=cpus, extra_args=args, env=env,
+                                kv_transfer_config=kv_config(connector, role)))
+    return specs
+
+
+def summarize(rows: list[dict[str, Any]], ceiling: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    best_gbps = max(c["gbps"] for c in ceiling)
+    table = []
+    for tokens in sorted({r["tokens"] for r in rows}):
+        line: dict[str, Any] = {"tokens": tokens}
+        for connector in METRICS:
+            mine = [r for r in rows if r["tokens"] == tokens and r["connector"] == connector]
+            pull = statistics.median(r["pull_s"] for r in mine)
+            line[connector] = {"pull_ms": 1e3 * pull, "descriptors": statistics.median(r["descriptors"] for r in mine),
+                               "mib": statistics.median(r["bytes"] for r in mine) / 2**20,
+                               "gbps": statistics.median(r["bytes"] for r in mine) / pull / 1e9,
+                               "ttft_ms": 1e3 * statistics.median(r["ttft_s"] for r in mine)}
+        line["pull_ratio_pd_over_nixl"] = line["pd"]["pull_ms"] / line["nixl"]["pull_ms"]
+        line["pd_share_of_ceiling"] = line["pd"]["gbps"] / best_gbps
+        table.append(line)
+    return table
+
+
+def print_table(table: list[dict[str, Any]], ceiling: list[dict[str, Any]]) -> None:
+    print("| prompt tokens | KV MiB | PD pull ms | NIXL pull ms | PD/NIXL | PD GB/s (% ceiling) | "
+          "descriptors PD / NIXL | decode TTFT ms PD / NIXL |")
+    print("|---|---|---|---|---|---|---|---|")
+    for line in table:
+        pd, nx = line["pd"], line["nixl"]
+        print(f"| {line['tokens']} | {pd['mib']:.0f} | {pd['pull_ms']:.1f} | {nx['pull_ms']:.1f} | "
+              f"{line['pull_ratio_pd_over_nixl']:.2f} | {pd['gbps']:.2f} ({100 * line['pd_share_of_ceiling']:.0f}%) | "
+              f"{pd['descriptors']:.0f} / {nx['descriptors']:.0f} | {pd['ttft_ms']:.0f} / {nx['ttft_ms']:.0f} |")
+    print("\nraw NIXL READ ceiling (one descriptor, two processes): " +
+          ", ".join(f"{c['mib']} MiB {c['gbps']:.2f} GB/s" for c in ceiling))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 2048, 4096, 8192])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--kv-space-gib", type=int, default=2)
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/vllm-pd-connector-bench"))
+    parser.add_argument("--out", type=Path, default=None, help="write all measurements as JSON here")
+    args = parser.parse_args(argv)
+    model = make_tiny_model(args.work_dir / "model", MODEL)
+    rows: list[dict[str, Any]] = []
+    with Deployment(servers(model, args.kv_space_gib), args.work_dir / "logs") as deployment, \
+            httpx.Client(timeout=httpx.Timeout(300.0, connect=5.0)) as http:
+        url = deployment.url
+        pairs = {c: (url(f"{c}-prefill"), url(f"{c}-decode")) for c in METRICS}
+        for connector, (p, d) in pairs.items():  # warm-up: handshakes, first-use costs
+            one_request(http, str(model), p, d, METRICS[connector], 64, seed=-1)
+        ceiling = raw_ceiling([16, 64, 256])
+        seed = 0
+        for tokens in args.lengths:
+            for rep in range(args.repeats):
+                order = list(METRICS) if rep % 2 == 0 else list(METRICS)[::-1]
+                for connector in order:
+                    seed += 1
+                    p, d = pairs[connector]
+                    row = one_request(http, str(model), p, d, METRICS[connector], tokens, seed)
+                    rows.append({"connector": connector, **row})
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        ceiling += raw_ceiling([16, 64, 256])
+    table = summarize(rows, ceiling)
+    print_table(table, ceiling)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"rows": rows, "ceiling": ceiling, "table": table}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
