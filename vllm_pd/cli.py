@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("vllm_pd.bench.cli", "goodput benchmark: SLO attainment vs request rate, per endpoint"),
     "proxy": ("vllm_pd.proxy.cli", "goodput-aware OpenAI-compatible router in front of prefill/decode servers"),
     "plan": ("vllm_pd.planner.cli", "placement planner: P/D instance counts, TP/PP and placement for your SLOs"),
+    "profile": ("vllm_pd.planner.profiler.cli", "measure a live vLLM server and fit latency coefficients"),
 }
 
 

@@ -1,0 +1,1 @@
+"""``vllm-pd profile``: measure a live vLLM server and fit the DistServe-form latency coefficients."""
