@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, default=0, help="workload seed (default 0)")
     add("--max-instances", type=_positive(int), default=8, help="most instances of one phase in a segment")
     add("--top", type=_positive(int), default=5, help="placements to show (default 5)")
+    add("--colocated-scheduler", choices=("chunked", "prefill-first"), default="chunked",
+        help="the colocated baseline: chunked prefill (vLLM today) or prefill-first steps (DistServe's baseline)")
     add("--connector", choices=("pd", "nixl"), default="pd", help="KV connector for the launch commands")
     add("--json", action="store_true", help="print the plan as JSON")
     add("--no-progress", action="store_true", help="no progress display")
@@ -86,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
                                 cv=args.cv, routing=args.routing),
             max_instances=args.max_instances,
             top=args.top,
+            colocated_chunked=args.colocated_scheduler == "chunked",
         )
         result = _run_with_progress(plan, inputs, show=not (args.no_progress or args.json))
     except (ModelSpecError, HardwareError, WorkloadError, PlanError, ValueError) as exc:

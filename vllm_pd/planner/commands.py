@@ -18,7 +18,9 @@ _SERVER_ROLE = {"prefill": "prefill", "decode": "decode", "colocated": "both"}
 def connector_preset(connector: str, role: str, presets: Path) -> str:
     """``--kv-transfer-config`` for a role: a preset file under ``connectors/`` if one matches, else inline."""
     config = kv_config(connector, _SERVER_ROLE[role])
-    for path in sorted(presets.glob("*.json")) if presets.is_dir() else []:
+    named = presets / f"{connector}-{config['kv_role'].removeprefix('kv_').replace('producer', 'producer')}.json"
+    candidates = sorted(presets.glob("*.json"), key=lambda p: (p != named, len(p.name), p.name)) if presets.is_dir() else []
+    for path in candidates:
         try:
             preset = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):

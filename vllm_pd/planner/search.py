@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class PlanInputs:
     max_instances: int = 8  # per phase in one segment
     pooling_slack: float = 0.25  # how far n instances may beat n x one instance (shared queues)
     top: int = 5
+    colocated_chunked: bool = True  # the baseline's scheduler: chunked prefill (vLLM v1) or prefill-first
 
     def __post_init__(self) -> None:
         if self.gpus < 1 or self.gpus_per_node < 1:
@@ -72,9 +74,10 @@ def plan(inputs: PlanInputs, progress: Progress | None = None) -> Plan:
         decode_rates[shape] = prober.decode_capacity(configs[shape])
     report("screening shapes", len(shapes), len(shapes))
     ranked = _search_segments(inputs, prober, configs, _frontier(prefill_rates), _frontier(decode_rates), report)
-    colocated = _search_colocated(inputs, prober, configs, prefill_rates, decode_rates, report)
+    baseline = {s: dataclasses.replace(c, chunked_prefill=inputs.colocated_chunked) for s, c in configs.items()}
+    colocated = _search_colocated(inputs, prober, baseline, prefill_rates, decode_rates, report)
     ranked = [_predicted(inputs, prober, configs, c) for c in ranked]
-    colocated = _predicted(inputs, prober, configs, colocated) if colocated else None
+    colocated = _predicted(inputs, prober, baseline, colocated) if colocated else None
     best_pd = ranked[0].cluster_rate if ranked else 0.0
     best_colo = colocated.cluster_rate if colocated else 0.0
     if best_pd <= 0 and best_colo <= 0:

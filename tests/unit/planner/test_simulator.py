@@ -138,3 +138,17 @@ def test_bad_arguments() -> None:
         simulate_disaggregated([RequestSpec(0.0, 5, 2)], [], [_instance()], [])
     with pytest.raises(ValueError, match="SLOs must be positive"):
         SLO(0.0, 0.1)
+
+
+def test_prefill_first_steps_stall_running_decodes() -> None:
+    # 1. One long-running decode, then a long prompt arrives while it decodes.
+    specs = [RequestSpec(0.0, 100, 60), RequestSpec(0.05, 3000, 2)]
+    chunked = simulate_colocated(specs, [_instance(max_batched_tokens=512)])
+    stalled = simulate_colocated(specs, [InstanceConfig(PROFILE, 400_000, max_batched_tokens=512,
+                                                        chunked_prefill=False)])
+    alone = simulate_colocated(specs[:1], [_instance(max_batched_tokens=512)])
+    # 2. Prefill-first runs the 3000-token prompt whole, in one step the decode has to wait out.
+    delay = (stalled.tpot[0] - alone.tpot[0]) * 59
+    assert delay >= prefill_time(PROFILE.prefill, [3000]) - decode_step_time(PROFILE.decode, 2, 3200)
+    assert stalled.tpot[0] > chunked.tpot[0]
+    assert stalled.ttft[1] < chunked.ttft[1]  # the prompt itself goes faster when it does not share steps

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from vllm_pd.latency import mixed_step_time
+from vllm_pd.latency import mixed_step_time, prefill_time
 from vllm_pd.planner.sim.batch import RunningBatch
 from vllm_pd.planner.sim.config import InstanceConfig
 from vllm_pd.planner.sim.loop import EventLoop
@@ -21,6 +21,7 @@ class ColocatedEngine:
         self._loop = loop
         self._profile = config.profile
         self._budget = config.max_batched_tokens
+        self._chunked = config.chunked_prefill
         self._tally = tally
         self.capacity = capacity
         self.max_seqs = max_seqs
@@ -53,6 +54,10 @@ class ColocatedEngine:
             self._stepping = False
             return
         self._stepping = True
+        if chunks and not self._chunked:  # a prefill-only step: the running decodes wait
+            step = prefill_time(self._profile.prefill, [n for _, n in chunks])
+            self._loop.at(self._loop.now + step, lambda: self._step_done(chunks, decoded=False))
+            return
         prefill_chunks = [(n, self._prefilled[r] - n) for r, n in chunks]
         step = mixed_step_time(
             self._profile.prefill, self._profile.decode, prefill_chunks, self.batch.size, self.batch.context_tokens
@@ -68,14 +73,18 @@ class ColocatedEngine:
             self._waiting_tokens += victim.context
 
     def _schedule_chunks(self) -> list[tuple[SimRequest, int]]:
-        budget = self._budget - self.batch.size
+        budget = self._budget - (self.batch.size if self._chunked else 0)
         free = self.capacity - self._used() - self.batch.size
         chunks = []
         for req in self.waiting:
             if budget <= 0 or self.batch.size + len(chunks) >= self.max_seqs:
                 break
             done = self._prefilled.get(req, 0)
-            size = min(req.context - done, budget, free - 1)  # keep a slot for the token the prompt samples
+            if self._chunked:
+                size = min(req.context - done, budget, free - 1)  # keep a slot for the token the prompt samples
+            else:  # whole prompts only; one longer than the budget runs alone
+                fits = req.context <= free - 1 and (req.context <= budget or not chunks)
+                size = req.context if fits else 0
             if size <= 0:
                 break
             self._prefilled[req] = done + size
@@ -88,9 +97,9 @@ class ColocatedEngine:
     def _used(self) -> int:
         return self.batch.context_tokens + self._partial_tokens
 
-    def _step_done(self, chunks: list[tuple[SimRequest, int]]) -> None:
+    def _step_done(self, chunks: list[tuple[SimRequest, int]], decoded: bool = True) -> None:
         now = self._loop.now
-        for req in self.batch.advance():
+        for req in self.batch.advance() if decoded else ():
             req.finish = now
             self._tally.done(req)
         for req, _ in chunks:

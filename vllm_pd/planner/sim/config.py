@@ -16,6 +16,9 @@ class InstanceConfig:
     max_num_seqs: int = 256  # vLLM --max-num-seqs
     max_batched_tokens: int = 8192  # vLLM --max-num-batched-tokens: the prefill token budget per step
     node: int = 0  # which node it sits on (decides the KV link)
+    chunked_prefill: bool = True  # colocated only: mix prompt chunks into decode steps (vLLM v1); False:
+    # whole prompts run in steps of their own and stall every decode (vLLM before chunked prefill, the
+    # baseline DistServe measured against)
 
     def __post_init__(self) -> None:
         if self.kv_capacity_tokens < 1 or self.max_num_seqs < 1 or self.max_batched_tokens < 1:
