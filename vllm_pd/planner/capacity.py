@@ -93,6 +93,11 @@ class Prober:
     def requests(self, rate: float, count: int) -> list[RequestSpec]:
         return [RequestSpec(r.arrival_s / rate, r.input_tokens, r.output_tokens) for r in self._unit[:count]]
 
+    def batch_limit(self, config: InstanceConfig) -> int:
+        """Requests an instance can run at once: its sequence limit, or fewer if the KV cache fills first."""
+        context = self.stats.mean_input + self.stats.mean_output / 2
+        return max(1, min(config.max_num_seqs, int(config.kv_capacity_tokens / context)))
+
     def window(self, population: int) -> tuple[int, range]:
         """(requests to simulate, indices to measure) for a deployment holding ``population`` requests.
 
@@ -127,14 +132,14 @@ class Prober:
 
     def decode_capacity(self, config: InstanceConfig) -> float:
         """One decode instance's rate with TPOT within the SLO (KV ready at arrival)."""
-        count, measure = self.window(config.max_num_seqs)
+        count, measure = self.window(self.batch_limit(config))
         run = lambda s: simulate_decode_only(s, config, slo=self.slo, measure=measure)  # noqa: E731
         return self._capacity(("decode", config), run, decode_ceiling(config, self.stats), count)
 
     def colocated_capacity(self, config: InstanceConfig, count: int, guess: float) -> float:
         """Rate of ``count`` colocated instances behind the router, meeting both SLOs."""
         configs = [config] * count
-        total, measure = self.window(count * config.max_num_seqs)
+        total, measure = self.window(count * self.batch_limit(config))
         routing = self.settings.routing
         run = lambda s: simulate_colocated(s, configs, routing=routing, slo=self.slo, measure=measure)  # noqa: E731
         ceiling = count * colocated_ceiling(config, self.stats)
@@ -145,7 +150,7 @@ class Prober:
         links: tuple[tuple[LinkSpec, ...], ...], guess: float,
     ) -> float:
         """Rate of an n:m disaggregated segment, meeting both SLOs end to end."""
-        count, measure = self.window(sum(c.max_num_seqs for c in decode))
+        count, measure = self.window(sum(self.batch_limit(c) for c in decode))
 
         def run(specs: list[RequestSpec]) -> SimResult:
             return simulate_disaggregated(specs, prefill, decode, links, routing=self.settings.routing, slo=self.slo,
@@ -158,11 +163,11 @@ class Prober:
     def measure_disaggregated(self, prefill: Sequence[InstanceConfig], decode: Sequence[InstanceConfig],
                               links: tuple[tuple[LinkSpec, ...], ...], rate: float) -> SimResult:
         """A full run (no early stop) at ``rate``, for the numbers a plan reports."""
-        count, measure = self.window(sum(c.max_num_seqs for c in decode))
+        count, measure = self.window(sum(self.batch_limit(c) for c in decode))
         return simulate_disaggregated(self.requests(rate, count), prefill, decode, links,
                                       routing=self.settings.routing, measure=measure)
 
     def measure_colocated(self, config: InstanceConfig, count: int, rate: float) -> SimResult:
-        total, measure = self.window(count * config.max_num_seqs)
+        total, measure = self.window(count * self.batch_limit(config))
         return simulate_colocated(self.requests(rate, total), [config] * count, routing=self.settings.routing,
                                   measure=measure)

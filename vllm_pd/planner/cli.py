@@ -114,6 +114,19 @@ def _run_with_progress(plan, inputs, *, show: bool):
         return plan(inputs, report)
 
 
+def _proxy_profile(path: str | None) -> str | None:
+    """The profile for the proxy's predictor: only a single-shape file (the proxy reads one profile)."""
+    from vllm_pd.latency import load_profile
+
+    if path is None:
+        return None
+    try:
+        load_profile(path)
+    except (ValueError, OSError):
+        return None
+    return path
+
+
 def _show(args: argparse.Namespace, inputs, result) -> int:
     from rich.console import Console
 
@@ -123,7 +136,7 @@ def _show(args: argparse.Namespace, inputs, result) -> int:
     commands = launch_commands(
         result.best, model=inputs.model.serve_as or args.model, slo=inputs.slo, connector=args.connector, presets=Path("connectors"),
         max_num_seqs=args.max_num_seqs, max_batched_tokens=args.max_num_batched_tokens,
-        latency_profile=args.latency_profile,
+        latency_profile=_proxy_profile(args.latency_profile),
     )
     if args.json:
         json.dump(plan_json(result, commands), sys.stdout, indent=2)

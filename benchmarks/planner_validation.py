@@ -1,0 +1,100 @@
+"""Validate the planner's simulator against a real vLLM server on this machine.
+
+1. Start one vLLM server (the tiny test model, one core) through the launcher.
+2. ``vllm-pd profile`` it: fitted DistServe-form coefficients.
+3. ``vllm-pd bench`` it at a few rates with a seeded workload: measured TTFT, TPOT, attainment.
+4. Replay exactly the measured requests (arrival times and lengths) through the simulator's colocated
+   instance with the fitted profile and the server's limits; compare.
+
+Run under the shared server lock:
+
+    flock /tmp/vllm-pd-servers.lock python benchmarks/planner_validation.py --out validation/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vllm_pd.latency import load_profile
+from vllm_pd.launcher import Deployment, ServerSpec, free_port
+from vllm_pd.launcher.topology import CPU_DEFAULT_ARGS
+from vllm_pd.planner.sim import SLO, InstanceConfig, simulate_colocated
+from vllm_pd.testing.tiny_model import make_tiny_model
+from vllm_pd.workloads import RequestSpec
+
+MAX_NUM_SEQS, MAX_BATCHED_TOKENS, MAX_MODEL_LEN = 64, 2048, 2048
+KV_SLOTS = 1_000_000  # the tiny model's KV (1 KiB/token) never fills the CPU cache
+
+
+def cli(*argv: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "vllm_pd.cli", *argv], capture_output=True, text=True)
+    print(done.stdout, done.stderr[-2000:] if done.returncode else "", sep="", flush=True)
+    if done.returncode:
+        raise SystemExit(f"vllm-pd {argv[0]} failed ({done.returncode})")
+
+
+def compare(records: list[dict], profile_path: Path, slo: SLO) -> dict:
+    ok = [r for r in records if r["outcome"] == "ok"]
+    specs = [RequestSpec(r["arrival_s"], r["input_tokens"], r["output_tokens"]) for r in records]
+    config = InstanceConfig(load_profile(profile_path), KV_SLOTS, MAX_NUM_SEQS, MAX_BATCHED_TOKENS)
+    sim = simulate_colocated(specs, [config])
+    real_met = [r["outcome"] == "ok" and r["ttft"] <= slo.ttft_s and (r.get("tpot") or 0) <= slo.tpot_s
+                for r in records]
+    real = {"attainment": float(np.mean(real_met)), "ttft_p50": float(np.median([r["ttft"] for r in ok])),
+            "tpot_p50": float(np.median([r["tpot"] for r in ok if r.get("tpot") is not None]))}
+    predicted = {"attainment": sim.attainment(slo), "ttft_p50": sim.percentile("ttft", 50),
+                 "tpot_p50": sim.percentile("tpot", 50)}
+    return {"requests": len(records), "real": real, "simulated": predicted,
+            "attainment_error_pp": 100 * (predicted["attainment"] - real["attainment"]),
+            "ttft_p50_error": predicted["ttft_p50"] / real["ttft_p50"] - 1,
+            "tpot_p50_error": predicted["tpot_p50"] / real["tpot_p50"] - 1}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("validation"))
+    parser.add_argument("--workload", default="code")
+    parser.add_argument("--rates", default="2,4,8")
+    parser.add_argument("--num-requests", type=int, default=60)
+    parser.add_argument("--ttft-slo", type=float, default=0.1)
+    parser.add_argument("--tpot-slo", type=float, default=0.012)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = make_tiny_model(args.out / "tiny-model")
+    spec = ServerSpec(name="server", role="single", model=str(model), port=free_port(), cpus="0",
+                      extra_args=CPU_DEFAULT_ARGS + ("--max-model-len", str(MAX_MODEL_LEN), "--max-num-seqs",
+                                                     str(MAX_NUM_SEQS), "--max-num-batched-tokens",
+                                                     str(MAX_BATCHED_TOKENS)))
+    profile_path = args.out / "profile.yaml"
+    with Deployment([spec], args.out / "logs") as deployment:
+        url = deployment.url("server")
+        cli("profile", "--url", url, "--out", str(profile_path), "--model-config", str(model),
+            "--prompt-lengths", "16,64,256,512,1024", "--batch-sizes", "1,2,4,8",
+            "--decode-batch-sizes", "1,2,4,8,16,32", "--context-lengths", "64,256,1024", "--repeats", "3")
+        cli("bench", "--url", url, "--workload", args.workload, "--rates", args.rates,
+            "--num-requests", str(args.num_requests), "--ttft-slo", str(args.ttft_slo),
+            "--tpot-slo", str(args.tpot_slo), "--out", str(args.out / "bench"))
+    rows = [json.loads(line) for line in (args.out / "bench" / "requests.jsonl").read_text().splitlines()]
+    slo = SLO(args.ttft_slo, args.tpot_slo, 0.9)
+    results = {}
+    for rate in sorted({r["rate"] for r in rows}):
+        results[rate] = compare(sorted((r for r in rows if r["rate"] == rate), key=lambda r: r["index"]),
+                                profile_path, slo)
+    (args.out / "validation.json").write_text(json.dumps(results, indent=2))
+    print("| rate req/s | attainment real / sim (pp) | TTFT p50 ms real / sim (err) | TPOT p50 ms real / sim (err) |")
+    print("|---|---|---|---|")
+    for rate, r in results.items():
+        real, sim = r["real"], r["simulated"]
+        print(f"| {rate:g} | {real['attainment']:.0%} / {sim['attainment']:.0%} ({r['attainment_error_pp']:+.1f}) | "
+              f"{real['ttft_p50'] * 1e3:.1f} / {sim['ttft_p50'] * 1e3:.1f} ({r['ttft_p50_error']:+.0%}) | "
+              f"{real['tpot_p50'] * 1e3:.2f} / {sim['tpot_p50'] * 1e3:.2f} ({r['tpot_p50_error']:+.0%}) |")
+
+
+if __name__ == "__main__":
+    main()
