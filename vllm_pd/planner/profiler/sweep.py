@@ -54,15 +54,21 @@ class Profiler:
                 "stream": stream}
 
     async def _complete(self, tokens: int) -> None:
-        async with self._session.post(self._url, json=self._body(tokens, 1, False)) as response:
+        await self._retrying(lambda: self._complete_once(self._body(tokens, 1, False)))
+
+    async def _complete_once(self, body: dict) -> None:
+        async with self._session.post(self._url, json=body) as response:
             if response.status != 200:
                 raise ServerError(f"{self._url}: HTTP {response.status}: {(await response.text())[:300]}")
             await response.read()
 
     async def _stream(self, tokens: int, max_tokens: int) -> list[float]:
+        return await self._retrying(lambda: self._stream_once(self._body(tokens, max_tokens, True)))
+
+    async def _stream_once(self, body: dict) -> list[float]:
         """Arrival times of the streamed token chunks."""
         stamps = []
-        async with self._session.post(self._url, json=self._body(tokens, max_tokens, True)) as response:
+        async with self._session.post(self._url, json=body) as response:
             if response.status != 200:
                 raise ServerError(f"{self._url}: HTTP {response.status}: {(await response.text())[:300]}")
             async for raw in response.content:
@@ -71,6 +77,18 @@ class Profiler:
                     if json.loads(line[6:]).get("choices"):
                         stamps.append(time.perf_counter())
         return stamps
+
+    async def _retrying(self, attempt):
+        """One retry when a pooled keep-alive connection was closed by the server while idle."""
+        try:
+            return await attempt()
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            try:
+                return await attempt()
+            except aiohttp.ClientError as exc:
+                raise ServerError(f"{self._url}: {exc}") from exc
+        except aiohttp.ClientError as exc:
+            raise ServerError(f"{self._url}: {exc}") from exc
 
     async def prefill(self, length: int, batch: int, repeats: int) -> PrefillSample:
         """Median makespan of ``batch`` concurrent one-token requests of ``length`` prompt tokens."""
@@ -82,18 +100,24 @@ class Profiler:
         return PrefillSample((length,) * batch, statistics.median(times))
 
     async def decode(self, context: int, batch: int, tokens: int, repeats: int) -> DecodeSample:
-        """Median gap between tokens while all ``batch`` requests decode together."""
-        gaps = []
+        """Time per token while all ``batch`` requests decode together (median over requests and repeats).
+
+        Each request's rate is its span over its token count inside the window where every member is
+        decoding: a span, not single gaps, because the client may read several tokens in one chunk.
+        """
+        steps = []
         for _ in range(repeats):
             streams = await asyncio.gather(*(self._stream(context, tokens) for _ in range(batch)))
             if any(len(s) < 3 for s in streams):
                 raise ServerError(f"{self._url}: streamed fewer than 3 chunks for a {tokens}-token request")
             together_from = max(s[0] for s in streams)
             together_until = min(s[-1] for s in streams)
-            window = [b - a for s in streams for a, b in zip(s, s[1:]) if a >= together_from and b <= together_until]
-            gaps.extend(window or [b - a for s in streams for a, b in zip(s[1:], s[2:])])
-        step = statistics.median(gaps)
-        return DecodeSample(batch, int(batch * (context + tokens / 2)), step)
+            for stamps in streams:
+                inside = [t for t in stamps if together_from <= t <= together_until]
+                if len(inside) < 3:
+                    inside = stamps[1:]
+                steps.append((inside[-1] - inside[0]) / (len(inside) - 1))
+        return DecodeSample(batch, int(batch * (context + tokens / 2)), statistics.median(steps))
 
 
 async def run_sweep(profiler: Profiler, sweep: Sweep, max_model_len: int,
