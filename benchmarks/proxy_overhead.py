@@ -3,7 +3,10 @@
 Overhead is a property of the proxy, so the upstream is a fake that speaks the prefill/decode protocol
 (prefill answers ``kv_transfer_params``; decode answers JSON or an SSE stream of ``--tokens`` chunks)
 and costs almost nothing. For each proxy, concurrency and streaming mode the same client sends the
-same requests; the baseline is the client doing prefill then decode itself. Reported: latency added
+same requests; the baseline is the client doing prefill then decode itself. All targets run side by
+side and the rounds interleave them, so that noise from other work on the machine hits each alike.
+"aiohttp floor" is a bare prefill-then-decode relay on the same HTTP stack as ours (no policy, no
+accounting, no checks): the gap between it and vllm-pd is what our logic costs. Reported: latency added
 over the baseline (mean and p50 differences; p99s are shown, not subtracted), req/s, and the proxy's
 CPU seconds per 1000 requests (its whole process tree, from psutil).
 
@@ -110,25 +113,72 @@ class Target:
     name: str
     argv: list[str] | None  # None: the client talks to the fake itself (baseline)
     health: str = "/health"
+    port: int = 0
 
 
-def targets(args: argparse.Namespace, p: str, d: str, port: int) -> list[Target]:
+def targets(args: argparse.Namespace, p: str, d: str) -> list[Target]:
     py = sys.executable
+    ports = iter(free_port() for _ in range(5))
     found = [Target("direct (client does P then D)", None)]
+    port = next(ports)
     found.append(Target("vllm-pd proxy", [py, "-m", "vllm_pd.cli", "proxy", "--prefill", p, "--decode", d,
                                           "--port", str(port), "--policy", "goodput", "--no-local-prefill",
-                                          "--ttft-slo", "1", "--tpot-slo", "0.1"]))
+                                          "--ttft-slo", "1", "--tpot-slo", "0.1"], port=port))
+    port = next(ports)
+    found.append(Target("aiohttp floor (bare P->D relay)", [py, __file__, "--floor", p, d, str(port)], port=port))
     if args.toy_proxy:
+        port = next(ports)
         pp, dp = p.rsplit(":", 1)[1], d.rsplit(":", 1)[1]
         found.append(Target("vLLM toy proxy", [py, args.toy_proxy, "--port", str(port), "--prefiller-hosts",
                                                "127.0.0.1", "--prefiller-ports", pp, "--decoder-hosts",
-                                               "127.0.0.1", "--decoder-ports", dp], "/healthcheck"))
+                                               "127.0.0.1", "--decoder-ports", dp], "/healthcheck", port))
     router = shutil.which("vllm-router") or str(Path(sys.executable).with_name("vllm-router"))
     if Path(router).exists():
+        port = next(ports)
         found.append(Target("vllm-router (Rust)", [router, "--vllm-pd-disaggregation", "--prefill", p,
                                                    "--decode", d, "--host", "127.0.0.1", "--port", str(port),
-                                                   "--policy", "round_robin"]))
+                                                   "--policy", "round_robin"], port=port))
     return found
+
+
+def _floor_main(p: str, d: str, port: int) -> None:
+    """The least any aiohttp proxy can cost: prefill then decode, bytes relayed, no policy, no checks."""
+    import uvloop
+    from aiohttp import web
+
+    json_type = {"Content-Type": "application/json"}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        session = request.app[SESSION]
+        body = msgspec.json.decode(await request.read())
+        leg = {**body, "max_tokens": 1, "stream": False, "kv_transfer_params": {"do_remote_decode": True}}
+        async with session.post(p + "/v1/completions", data=msgspec.json.encode(leg), headers=json_type) as r:
+            params = msgspec.json.decode(await r.read())["kv_transfer_params"]
+        decode = msgspec.json.encode({**body, "kv_transfer_params": params})
+        async with session.post(d + "/v1/completions", data=decode, headers=json_type) as r:
+            if not body.get("stream"):
+                return web.Response(body=await r.read(), content_type="application/json")
+            out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await out.prepare(request)
+            async for chunk in r.content.iter_any():
+                await out.write(chunk)
+            await out.write_eof()
+            return out
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def session_ctx(app: web.Application):
+        app[SESSION] = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
+        yield
+        await app[SESSION].close()
+
+    SESSION = web.AppKey("session", aiohttp.ClientSession)
+    app = web.Application()
+    app.router.add_post("/v1/completions", handle)
+    app.router.add_get("/health", health)
+    app.cleanup_ctx.append(session_ctx)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop())
 
 
 async def one_request(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool) -> None:
@@ -194,9 +244,17 @@ class Result:
     added_p50_ms: float | None = None
 
 
-async def measure(target: Target, url: str, p: str, d: str, proc: psutil.Process | None, concurrency: int,
-                  stream: bool, requests: int, warmup: int) -> Result:
+@dataclass
+class Samples:
+    latencies: list[float]
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+
+
+async def measure(target: Target, p: str, d: str, proc: psutil.Process | None, concurrency: int,
+                  stream: bool, requests: int, warmup: int, into: Samples) -> None:
     body = {"model": "fake", "prompt": "x" * 256, "max_tokens": 16, "temperature": 0, "stream": stream}
+    url = f"http://127.0.0.1:{target.port}/v1/completions"
     connector = aiohttp.TCPConnector(limit=concurrency * 2)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         if target.argv is None:
@@ -206,25 +264,31 @@ async def measure(target: Target, url: str, p: str, d: str, proc: psutil.Process
             raw = msgspec.json.encode(body)
 
             async def send() -> None:
-                await one_request(session, url + "/v1/completions", raw, stream)
+                await one_request(session, url, raw, stream)
         await load(send, warmup, concurrency)
         cpu0 = tree_cpu(proc) if proc else 0.0
         latencies, wall = await load(send, requests, concurrency)
-        cpu = (tree_cpu(proc) - cpu0) if proc else None
-    ms = sorted(x * 1000 for x in latencies)
-    return Result(target.name, concurrency, stream, requests, statistics.fmean(ms), ms[len(ms) // 2],
-                  ms[min(len(ms) - 1, int(len(ms) * 0.99))], requests / wall,
-                  None if cpu is None else cpu / requests * 1000)
+        into.cpu_s += (tree_cpu(proc) - cpu0) if proc else 0.0
+    into.latencies += latencies
+    into.wall_s += wall
 
 
-def start(target: Target, port: int, log_dir: Path) -> subprocess.Popen | None:
+def summarize(target: Target, concurrency: int, stream: bool, samples: Samples) -> Result:
+    ms = sorted(x * 1000 for x in samples.latencies)
+    n = len(ms)
+    return Result(target.name, concurrency, stream, n, statistics.fmean(ms), ms[n // 2],
+                  ms[min(n - 1, int(n * 0.99))], n / samples.wall_s,
+                  None if target.argv is None else samples.cpu_s / n * 1000)
+
+
+def start(target: Target, log_dir: Path) -> subprocess.Popen | None:
     if target.argv is None:
         return None
     log = open(log_dir / f"{target.name.split()[0]}.log", "wb")
     env = {**os.environ, "RUST_LOG": "error", "OPENAI_API_KEY": "x"}
     proc = subprocess.Popen(target.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
-        wait_ready(f"http://127.0.0.1:{port}{target.health}")
+        wait_ready(f"http://127.0.0.1:{target.port}{target.health}")
     except RuntimeError:
         stop(proc)
         raise RuntimeError(f"{target.name} did not start; see {log.name}") from None
@@ -278,43 +342,49 @@ def ratios(results: list[Result]) -> str:
 
 
 async def run_all(args: argparse.Namespace) -> list[Result]:
-    port_p, port_d, port = free_port(), free_port(), free_port()
+    """All targets run side by side; rounds interleave them so that machine noise hits each alike."""
+    port_p, port_d = free_port(), free_port()
     p, d = f"http://127.0.0.1:{port_p}", f"http://127.0.0.1:{port_d}"
     log_dir = Path(args.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     fake = subprocess.Popen([sys.executable, __file__, "--fake", str(port_p), str(port_d), str(args.tokens)],
                             start_new_session=True)
-    results: list[Result] = []
+    procs: list[subprocess.Popen | None] = []
     try:
         wait_ready(p + "/health")
         wait_ready(d + "/health")
-        for target in targets(args, p, d, port):
-            proc = start(target, port, log_dir)
-            try:
-                ps = psutil.Process(proc.pid) if proc else None
-                for stream in (False, True):
-                    for concurrency in args.concurrency:
-                        n = args.requests * (4 if concurrency > 1 else 1)
-                        r = await measure(target, f"http://127.0.0.1:{port}", p, d, ps, concurrency, stream, n,
-                                          args.warmup)
-                        print(f"{r.target:32s} c={concurrency:<3d} stream={stream!s:5s} p50={r.p50_ms:7.3f} ms "
-                              f"rps={r.rps:7.0f} cpu/1k={r.cpu_s_per_1k}", flush=True)
-                        results.append(r)
-            finally:
-                stop(proc)
+        found = targets(args, p, d)
+        for target in found:
+            procs.append(start(target, log_dir))
+        watched = [psutil.Process(proc.pid) if proc else None for proc in procs]
+        configs = [(stream, c) for stream in (False, True) for c in args.concurrency]
+        samples = {(t.name, cfg): Samples([]) for t in found for cfg in configs}
+        for round_no in range(args.rounds):
+            for stream, concurrency in configs:
+                n = args.requests * (4 if concurrency > 1 else 1) // args.rounds
+                for target, ps in zip(found, watched, strict=True):
+                    await measure(target, p, d, ps, concurrency, stream, n, args.warmup // args.rounds + 1,
+                                  samples[(target.name, (stream, concurrency))])
+            print(f"round {round_no + 1}/{args.rounds} done", flush=True)
+        return [summarize(t, c, s, samples[(t.name, (s, c))]) for s, c in configs for t in found]
     finally:
+        for proc in procs:
+            stop(proc)
         stop(fake)
-    return results
 
 
 def main() -> int:
     if len(sys.argv) == 5 and sys.argv[1] == "--fake":
         _fake_main(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
         return 0
+    if len(sys.argv) == 5 and sys.argv[1] == "--floor":
+        _floor_main(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--toy-proxy", help="path to vLLM's toy_proxy_server.py (from the vllm sdist)")
     parser.add_argument("--requests", type=int, default=500, help="requests per run at concurrency 1 (x4 above)")
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds over the targets")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--tokens", type=int, default=16, help="streamed chunks per decode answer")
     parser.add_argument("--out", default="proxy_overhead.json", help="results as JSON")
