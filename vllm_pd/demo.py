@@ -30,7 +30,7 @@ CHAT = "A proxy chooses a prefill and a decode instance for every request. " * 6
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--connector", choices=sorted(CONNECTORS), default="nixl",
+    parser.add_argument("--connector", choices=sorted(CONNECTORS), default="pd",
                         help="KV connector of the prefill/decode pair")
     parser.add_argument("--model", type=Path, help="model directory (default: build the tiny model)")
     parser.add_argument("--max-tokens", type=int, default=16, help="tokens generated per request")

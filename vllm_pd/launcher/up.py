@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", type=int, default=1, help="decode (kv_consumer) servers")
     parser.add_argument("--both", type=int, default=0, help="kv_both servers (either role per request)")
     parser.add_argument("--single", type=int, default=0, help="plain servers without a connector")
-    parser.add_argument("--connector", choices=sorted(CONNECTORS), default="nixl",
+    parser.add_argument("--connector", choices=sorted(CONNECTORS), default="pd",
                         help="nixl: vLLM's built-in NixlConnector; pd: our PDConnector")
     parser.add_argument("--cpus", default="",
                         help="core sets per server, comma separated, in the order prefill, decode, both, "
