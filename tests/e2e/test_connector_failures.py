@@ -16,6 +16,7 @@ import pytest
 from tests.e2e.connector_helpers import FAST_LEASE, assert_no_held_kv, decode_leg, metric, prefill_only, wait_until
 from tests.e2e.helpers import BLOCK_SIZE, MAX_MODEL_LEN, SERVER_ARGS, assert_same_answer, greedy, prompt_ids
 from vllm_pd.launcher import Deployment, ServerSpec, free_ports, kv_config
+from vllm_pd.launcher.ports import port_is_free
 from vllm_pd.testing.pd_client import disaggregated
 
 PATH = "/v1/completions"
@@ -34,6 +35,9 @@ class Producer:
         return self.spec.url
 
     def start(self) -> None:
+        # The killed server's sockets may linger a moment (TIME_WAIT) before its ports are free again.
+        wait_until(lambda: all(port_is_free(p, self.spec.host) for p in self.spec.ports), 60.0,
+                   f"ports {self.spec.ports} free again")
         self.starts += 1
         self.deployment = Deployment([self.spec], self.log_dir / f"start{self.starts}")
         self.deployment.start()
