@@ -36,7 +36,7 @@ class Producer:
 
     def start(self) -> None:
         # The killed server's sockets may linger a moment (TIME_WAIT) before its ports are free again.
-        wait_until(lambda: all(port_is_free(p, self.spec.host) for p in self.spec.ports), 60.0,
+        wait_until(lambda: all(port_is_free(p, self.spec.host) for p in self.spec.ports), 120.0,
                    f"ports {self.spec.ports} free again")
         self.starts += 1
         self.deployment = Deployment([self.spec], self.log_dir / f"start{self.starts}")
