@@ -14,7 +14,10 @@ class PortInUse(RuntimeError):
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Free as a server would see it: servers bind with SO_REUSEADDR, so a port whose last connections
+    linger in TIME_WAIT (a server just restarted) counts as free; a listening socket does not."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
