@@ -80,8 +80,14 @@ class HealthMonitor:
             async with session.get(inst.url + "/health", timeout=timeout) as resp:
                 await resp.read()
                 ok = resp.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+            inst.missed_health_checks = 0 if ok else inst.missed_health_checks + 1
+        except aiohttp.ClientConnectorError:  # nothing listens: the server is gone
             ok = False
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            # A server busy with a long forward pass may answer late once; only a run of misses
+            # takes it out of rotation.
+            inst.missed_health_checks += 1
+            ok = inst.missed_health_checks < self.state.config.health.failure_threshold and inst.healthy
         was = inst.healthy
         inst.healthy = ok
         if ok and not was:  # it came back (restarted): use it again at once
