@@ -1,0 +1,180 @@
+"""The headline experiment: DistServe's claim (disaggregation raises goodput under a tight TPOT SLO)
+reproduced on our own stack, on this machine's two cores, one core per vLLM server in every setup.
+
+  (a) colocated-rr  two plain vLLM servers behind ``vllm-pd proxy --policy round-robin``: every request
+                    is prefilled and decoded on one server, so long prefills stall running decodes
+  (b) pd-goodput    1 prefill + 1 decode server with PDConnector behind the goodput proxy
+  (c) pd-rr         the same servers behind a round-robin proxy (always remote prefill)
+
+The model is a random Llama big enough that a 2048-token prefill takes ~0.7 s on one core and a decode
+step 10-20 ms. The workload is chatbot-like and mixed: ShareGPT-like turns plus long-context turns
+(see ``write_workload``). One command:
+
+    flock /tmp/vllm-pd-servers.lock .venv/bin/python benchmarks/headline.py --out results/headline
+
+It writes ``OUT/{colocated-rr,pd-goodput,pd-rr}/`` (bench runs), ``OUT/combined/`` (the merged report:
+attainment.png, ttft_cdf.png, tpot_cdf.png, summary.json) and ``OUT/headline.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vllm_pd.launcher import Deployment, ServerSpec, free_port
+from vllm_pd.launcher.topology import CPU_DEFAULT_ARGS, Topology
+from vllm_pd.testing.tiny_model import TinyModelSpec, make_tiny_model
+from vllm_pd.workloads import load_workload
+
+MODEL = TinyModelSpec(layers=8, hidden=512, heads=8, kv_heads=8, head_dim=64, intermediate=1536,
+                      max_position=4096)
+SERVER_ARGS = CPU_DEFAULT_ARGS + ("--max-model-len", "4096")
+LONG_SHARE = 0.3  # share of long-context turns in the mix
+LONG_INPUT = (1024, 2048)  # their prompt lengths, uniform (tokens)
+MAX_OUTPUT = 128  # outputs capped so one rate's requests drain in seconds, not minutes
+VLLM_PD = [sys.executable, "-m", "vllm_pd.cli"]
+
+
+def cli(*argv: str, log: Path | None = None) -> None:
+    """Run a ``vllm-pd`` subcommand; its output goes to ``log`` (and a failure stops the experiment)."""
+    with (log.open("w") if log else open("/dev/null", "w")) as sink:
+        done = subprocess.run([*VLLM_PD, *argv], stdout=sink, stderr=subprocess.STDOUT)
+    if done.returncode not in (0, 130):
+        tail = log.read_text()[-3000:] if log else ""
+        raise SystemExit(f"vllm-pd {argv[0]} failed ({done.returncode}):\n{tail}")
+
+
+def build_model(out: Path) -> Path:
+    model = out / "model"
+    if not (model / "vllm_pd_tiny_model.json").is_file():
+        make_tiny_model(model, MODEL)
+    return model
+
+
+def write_workload(out: Path, seed: int = 0, pool: int = 4000) -> Path:
+    """A length pool (JSONL trace) the benchmark resamples with Poisson arrivals.
+
+    70% ShareGPT-like chatbot turns (the built-in ``chatbot`` lengths) and 30% long-context turns
+    (prompts of 1024-2048 tokens: pasted documents or long histories), outputs from the chatbot
+    distribution capped at 128 tokens.
+    """
+    rng = np.random.default_rng(seed)
+    chat = load_workload("chatbot", max_model_len=int(SERVER_ARGS[-1])).sample(rate=1.0, num_requests=pool, seed=seed)
+    path = out / "mixed-chat.jsonl"
+    with path.open("w") as f:
+        for i, turn in enumerate(chat):
+            long = rng.random() < LONG_SHARE
+            prompt = int(rng.integers(LONG_INPUT[0], LONG_INPUT[1] + 1)) if long else turn.input_tokens
+            output = min(turn.output_tokens, MAX_OUTPUT)
+            f.write(json.dumps({"arrival_s": float(i), "input_tokens": prompt, "output_tokens": output}) + "\n")
+    return path
+
+
+def proxy_spec(name: str, flags: list[str]) -> ServerSpec:
+    port = free_port()
+    argv = (*VLLM_PD, "proxy", "--port", str(port), "--log-level", "warning", *flags)
+    return ServerSpec(name=name, role="proxy", port=port, command=tuple(argv))
+
+
+def bench(args: argparse.Namespace, name: str, url: str, workload: Path) -> Path:
+    run = args.out / name
+    if (run / "summary.json").is_file() and not args.rerun:
+        print(f"{name}: kept the existing run in {run} (--rerun to measure again)", flush=True)
+        return run
+    if run.exists():
+        for child in run.iterdir():
+            child.unlink()
+    print(f"{name}: measuring at {args.rates} req/s, {args.duration:g} s each", flush=True)
+    cli("bench", "--compare", f"{name}={url}", "--workload", str(workload), "--rates", args.rates,
+        "--duration", str(args.duration), "--ttft-slo", str(args.ttft_slo), "--tpot-slo", str(args.tpot_slo),
+        "--attainment", str(args.attainment), "--stop-below", str(args.stop_below), "--seed", str(args.seed),
+        "--out", str(run), log=args.out / f"{name}.bench.log")
+    return run
+
+
+def colocated(args: argparse.Namespace, model: Path, workload: Path) -> Path:
+    specs = [ServerSpec(name=f"single{i}", role="single", model=str(model), port=free_port(), cpus=str(i),
+                        extra_args=SERVER_ARGS) for i in range(2)]
+    with Deployment(specs, args.out / "logs-colocated") as servers:
+        flags = ["--decode", servers.url("single0"), servers.url("single1"), "--policy", "round-robin",
+                 "--tokenizer", str(model)]
+        with Deployment([proxy_spec("proxy-rr", flags)], args.out / "logs-colocated") as proxy:
+            return bench(args, "colocated-rr", proxy.url("proxy-rr"), workload)
+
+
+def disaggregated(args: argparse.Namespace, model: Path, workload: Path) -> list[Path]:
+    topology = Topology(model=str(model), prefill=1, decode=1, connector=args.connector, cpus=("0", "1"),
+                        server_args=SERVER_ARGS)
+    runs = []
+    with Deployment(topology.specs(), args.out / "logs-pd") as servers:
+        profile = args.out / "profile.yaml"
+        if not profile.is_file():
+            print("profiling the prefill server for the goodput proxy's latency model", flush=True)
+            cli("profile", "--url", servers.url("prefill0"), "--out", str(profile), "--model-config", str(model),
+                "--prompt-lengths", "64,256,1024,2048", "--batch-sizes", "1,2", "--decode-batch-sizes", "1,4,16",
+                "--context-lengths", "128,1024", "--repeats", "2", log=args.out / "profile.log")
+        pools = ["--prefill", servers.url("prefill0"), "--decode", servers.url("decode0"),
+                 "--tokenizer", str(model), "--ttft-slo", str(args.ttft_slo), "--tpot-slo", str(args.tpot_slo)]
+        for name, flags in (
+            ("pd-goodput", ["--policy", "goodput", "--latency-profile", str(profile), "--admission", args.admission]),
+            ("pd-rr", ["--policy", "round-robin"]),
+        ):
+            if name not in args.setups:
+                continue
+            with Deployment([proxy_spec(f"proxy-{name}", pools + flags)], args.out / "logs-pd") as proxy:
+                runs.append(bench(args, name, proxy.url(f"proxy-{name}"), workload))
+    return runs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("results/headline"))
+    parser.add_argument("--rates", default="0.5,1,1.5,2,3,4", help="request rates, req/s")
+    parser.add_argument("--duration", type=float, default=40.0, help="seconds of arrivals per rate")
+    parser.add_argument("--ttft-slo", type=float, default=2.0, help="~3x the idle prefill of a 2048-token prompt")
+    parser.add_argument("--tpot-slo", type=float, default=0.025, help="~2.5x the idle decode step: TPOT-tight")
+    parser.add_argument("--attainment", type=float, default=0.9)
+    parser.add_argument("--stop-below", type=float, default=0.3, help="skip higher rates below this attainment")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--connector", choices=("pd", "nixl"), default="pd", help="KV connector of (b) and (c)")
+    parser.add_argument("--admission", choices=("reject", "best-effort"), default="reject",
+                        help="the goodput proxy's action when no pair is predicted to meet the SLOs")
+    parser.add_argument("--setups", default="colocated-rr,pd-goodput,pd-rr", help="which setups to run")
+    parser.add_argument("--rerun", action="store_true", help="measure setups that already have a run")
+    args = parser.parse_args()
+    args.setups = args.setups.split(",")
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    model = build_model(args.out)
+    workload = write_workload(args.out, args.seed)
+    runs = []
+    if "colocated-rr" in args.setups:
+        runs.append(colocated(args, model, workload))
+    if {"pd-goodput", "pd-rr"} & set(args.setups):
+        runs += disaggregated(args, model, workload)
+    combined = args.out / "combined"
+    cli("bench", "report", *map(str, runs), "--out", str(combined), log=args.out / "report.txt")
+    print((args.out / "report.txt").read_text())
+    summary = json.loads((combined / "summary.json").read_text())
+    headline = {
+        "command": " ".join(sys.argv), "minutes": round((time.monotonic() - started) / 60, 1),
+        "model": MODEL.__dict__,
+        "goodput": {e["endpoint"]: e["goodput_interp"] for e in summary["endpoints"]},
+        "above_range": {e["endpoint"]: e["above_range"] for e in summary["endpoints"]},
+        "ratios_to_first": summary["goodput_ratios"],
+        "rejected_share": {e["endpoint"]: {str(r["rate"]): r["rejected_share"] for r in e["rates"]}
+                           for e in summary["endpoints"]},
+    }
+    (args.out / "headline.json").write_text(json.dumps(headline, indent=2) + "\n")
+    print(json.dumps(headline, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
