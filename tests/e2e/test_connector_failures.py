@@ -131,6 +131,7 @@ def test_restarted_producer_on_the_same_ports_serves_the_next_request(servers, o
                                                                       tiny_model: Path) -> None:
     producer, decode = servers
     handshakes_before = metric(http, decode, "vllm:pd_handshakes_total")
+    producer.kill()  # a no-op after the previous test; makes this test stand on its own
     producer.start()
     body = greedy(tiny_model, prompt=prompt_ids(3 * BLOCK_SIZE + 2, seed=15))
 
