@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vllm_pd.launcher.topology import CPU_DEFAULT_ARGS
+from vllm_pd.launcher import Deployment
+from vllm_pd.launcher.topology import CPU_DEFAULT_ARGS, Topology
 from vllm_pd.testing.pd_client import completion_tokens
 
 MAX_MODEL_LEN = 2048
@@ -36,3 +39,12 @@ def assert_same_answer(single: dict, disagg: dict) -> None:
     disagg_ids, disagg_lp = completion_tokens(disagg)
     assert disagg_ids == single_ids
     assert disagg_lp == pytest.approx(single_lp, abs=1e-4)
+
+
+@contextmanager
+def pd_pair(model: Path, log_dir: Path, connector: str = "nixl") -> Iterator[Deployment]:
+    """One prefill (core 0) and one decode (core 1) server of ``model``, stopped on exit."""
+    topology = Topology(model=str(model), prefill=1, decode=1, connector=connector,
+                        cpus=("0", "1"), server_args=SERVER_ARGS)
+    with Deployment(topology.specs(), log_dir) as deployment:
+        yield deployment

@@ -13,18 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.helpers import BLOCK_SIZE, SERVER_ARGS, assert_same_answer, greedy, prompt_ids
+from tests.e2e.helpers import BLOCK_SIZE, assert_same_answer, greedy, pd_pair, prompt_ids
 from tests.e2e.proxy_helpers import pool_flags, proxy, stream, streamed_tokens
 from vllm_pd.launcher import Deployment
-from vllm_pd.launcher.topology import Topology
 from vllm_pd.testing.pd_client import completion_tokens
 
 
 @pytest.fixture(scope="module")
 def pair(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    topology = Topology(model=str(tiny_model), prefill=1, decode=1, connector="nixl",
-                        cpus=("0", "1"), server_args=SERVER_ARGS)
-    with Deployment(topology.specs(), tmp_path_factory.mktemp("proxy-pair-logs")) as deployment:
+    with pd_pair(tiny_model, tmp_path_factory.mktemp("proxy-pair-logs")) as deployment:
         yield deployment
 
 
