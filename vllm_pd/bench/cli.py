@@ -16,8 +16,8 @@ from vllm_pd.bench.display import goodput_table, rate_table
 from vllm_pd.bench.plots import ATTAINMENT_PNG, TPOT_PNG, TTFT_PNG
 from vllm_pd.bench.report import add_report_arguments, build_report
 from vllm_pd.bench.runner import BenchError, info_slo, run_bench
-from vllm_pd.bench.summary import SLO
 from vllm_pd.bench.writer import REQUESTS_FILE, SUMMARY_FILE, RunSummary
+from vllm_pd.slo import SLO
 from vllm_pd.workloads import ARRIVALS
 
 
@@ -73,7 +73,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         endpoints = tuple(parse_endpoint(item) for item in args.compare)
     return BenchConfig(
         endpoints=endpoints, workload=args.workload, rates=args.rates,
-        slo=SLO(ttft=args.ttft_slo, tpot=args.tpot_slo, attainment=args.attainment),
+        slo=SLO(ttft_s=args.ttft_slo, tpot_s=args.tpot_slo, attainment=args.attainment),
         out=args.out or Path("bench-results") / time.strftime("%Y%m%d-%H%M%S"),
         duration_s=args.duration, num_requests=args.num_requests, arrival=args.arrival, cv=args.cv,
         seed=args.seed, request_timeout_s=args.request_timeout, stop_below=args.stop_below,

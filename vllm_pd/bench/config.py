@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from vllm_pd.bench.summary import SLO
+from vllm_pd.slo import SLO
 from vllm_pd.workloads import ARRIVALS
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")

@@ -9,7 +9,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from vllm_pd.bench.records import RequestRecord
-from vllm_pd.bench.summary import SLO, EndpointSummary, Percentiles, RateSummary, meets_slo
+from vllm_pd.bench.summary import EndpointSummary, Percentiles, RateSummary, meets_slo
+from vllm_pd.slo import SLO
 
 
 class LiveProgress:
@@ -62,7 +63,7 @@ def _ms(p: Percentiles | None, attr: str) -> str:
 
 
 def rate_table(summaries: Sequence[EndpointSummary], slo: SLO) -> Table:
-    table = Table(title=f"per rate (TTFT SLO {slo.ttft:g} s, TPOT SLO {slo.tpot:g} s; latencies in ms)")
+    table = Table(title=f"per rate (TTFT SLO {slo.ttft_s:g} s, TPOT SLO {slo.tpot_s:g} s; latencies in ms)")
     for col in ("endpoint", "rate", "n", "attain", "goodput/s", "rejected", "failed",
                 "TTFT p50", "TTFT p90", "TPOT p50", "TPOT p90", "e2e p50"):
         table.add_column(col, justify="left" if col == "endpoint" else "right")

@@ -13,8 +13,8 @@ import msgspec
 
 from vllm_pd.bench.records import RequestRecord
 from vllm_pd.bench.runner import BenchError, finish_run
-from vllm_pd.bench.summary import SLO
 from vllm_pd.bench.writer import REQUESTS_FILE, RUN_FILE, RunInfo, RunSummary, read_records, read_run_info
+from vllm_pd.slo import SLO
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,13 +38,13 @@ def build_report(dirs: list[Path], out: Path | None, ttft_slo: float | None = No
             raise BenchError(f"{path} was run with other SLOs than {dirs[0]}; give --ttft-slo, --tpot-slo "
                              "and --attainment to compare them under one SLO")
     try:
-        slo = SLO(ttft=base.ttft_slo if ttft_slo is None else ttft_slo,
-                  tpot=base.tpot_slo if tpot_slo is None else tpot_slo,
+        slo = SLO(ttft_s=base.ttft_slo if ttft_slo is None else ttft_slo,
+                  tpot_s=base.tpot_slo if tpot_slo is None else tpot_slo,
                   attainment=base.attainment if attainment is None else attainment)
     except ValueError as exc:
         raise BenchError(str(exc)) from None
     merged = msgspec.structs.replace(
-        base, ttft_slo=slo.ttft, tpot_slo=slo.tpot, attainment=slo.attainment,
+        base, ttft_slo=slo.ttft_s, tpot_slo=slo.tpot_s, attainment=slo.attainment,
         endpoints={k: v for info in infos for k, v in info.endpoints.items()},
         rates=sorted({r for info in infos for r in info.rates}),
         interrupted=any(i.interrupted for i in infos),

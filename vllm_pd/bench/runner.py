@@ -19,12 +19,10 @@ from vllm_pd.bench.loadgen import run_schedule
 from vllm_pd.bench.plots import render_plots
 from vllm_pd.bench.prompts import PromptBuilder, make_prompt_builder
 from vllm_pd.bench.records import RequestRecord
-from vllm_pd.bench.summary import SLO, goodput_ratios, summarize_rate, summarize_records
-from vllm_pd.bench.writer import (
-    REQUESTS_FILE, RUN_FILE, SUMMARY_FILE, RecordWriter, RunInfo, RunSummary, write_json,
-)
+from vllm_pd.bench.summary import goodput_ratios, summarize_rate, summarize_records
+from vllm_pd.bench.writer import REQUESTS_FILE, RUN_FILE, SUMMARY_FILE, RecordWriter, RunInfo, RunSummary, write_json
+from vllm_pd.slo import SLO
 from vllm_pd.workloads import RequestSpec, WorkloadError, load_workload
-
 
 _KEEPALIVE_S = 2.0
 
@@ -47,7 +45,7 @@ def run_bench(config: BenchConfig, *, console: Console | None = None, command: s
     if (config.out / REQUESTS_FILE).exists():
         raise BenchError(f"--out {config.out} already holds a run ({REQUESTS_FILE}); choose another directory")
     info = RunInfo(
-        ttft_slo=config.slo.ttft, tpot_slo=config.slo.tpot, attainment=config.slo.attainment,
+        ttft_slo=config.slo.ttft_s, tpot_slo=config.slo.tpot_s, attainment=config.slo.attainment,
         workload=config.workload, endpoints={e.name: e.url for e in config.endpoints},
         rates=list(config.rates), arrival=config.arrival, seed=config.seed, command=command,
     )
@@ -76,7 +74,7 @@ def finish_run(out: Path, info: RunInfo, records: Sequence[RequestRecord], *, wr
 
 
 def info_slo(info: RunInfo) -> SLO:
-    return SLO(ttft=info.ttft_slo, tpot=info.tpot_slo, attainment=info.attainment)
+    return SLO(ttft_s=info.ttft_slo, tpot_s=info.tpot_slo, attainment=info.attainment)
 
 
 async def _measure(config: BenchConfig, info: RunInfo, measured: Measured, progress: LiveProgress) -> None:

@@ -10,35 +10,18 @@ highest tested rate whose attainment, and that of every lower rate, reaches the 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import msgspec
 import numpy as np
 
 from vllm_pd.bench.records import Outcome, RequestRecord
-
-
-@dataclass(frozen=True)
-class SLO:
-    """Latency objectives (seconds) and the share of requests that must meet both."""
-
-    ttft: float
-    tpot: float
-    attainment: float = 0.9
-
-    def __post_init__(self) -> None:
-        if not self.ttft > 0:
-            raise ValueError(f"--ttft-slo must be > 0 seconds, got {self.ttft}")
-        if not self.tpot > 0:
-            raise ValueError(f"--tpot-slo must be > 0 seconds, got {self.tpot}")
-        if not 0 < self.attainment <= 1:
-            raise ValueError(f"--attainment must be in (0, 1], got {self.attainment}")
+from vllm_pd.slo import SLO
 
 
 def meets_slo(record: RequestRecord, slo: SLO) -> bool:
     if record.outcome is not Outcome.OK or record.ttft is None:
         return False
-    return record.ttft <= slo.ttft and (record.tpot is None or record.tpot <= slo.tpot)
+    return slo.met(record.ttft, record.tpot)
 
 
 class Percentiles(msgspec.Struct, frozen=True):

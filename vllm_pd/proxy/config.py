@@ -13,6 +13,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from vllm_pd.slo import SLO
+
+DEFAULT_SLO = SLO(ttft_s=0.5, tpot_s=0.05)
+
 POLICIES = ("goodput", "least-loaded", "round-robin")
 ADMISSIONS = ("reject", "best-effort")
 
@@ -68,18 +72,6 @@ class PoolConfig:
 
 
 @dataclass(frozen=True)
-class SLOConfig:
-    """Latency targets a request must meet to count towards goodput."""
-
-    ttft_s: float = 0.5
-    tpot_s: float = 0.05
-
-    def __post_init__(self) -> None:
-        _positive(self.ttft_s, "ttft_slo")
-        _positive(self.tpot_s, "tpot_slo")
-
-
-@dataclass(frozen=True)
 class TimeoutConfig:
     """Bounds on every upstream call (peers wait 30 minutes or forever; we do not)."""
 
@@ -122,7 +114,7 @@ class ProxyConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     policy: str = "goodput"
-    slo: SLOConfig = field(default_factory=SLOConfig)
+    slo: SLO = DEFAULT_SLO
     admission: str = "best-effort"  # when no pair is predicted to meet the SLOs
     local_prefill: bool = True  # allow the decode instance to prefill when predicted better
     local_stall_budget: float = 4.0  # a local prefill may stall the decoder <= this many TPOT SLOs
@@ -166,7 +158,8 @@ class ProxyConfig:
         return list(dict.fromkeys(u for p in pools for u in (*p.prefill, *p.decode, *p.both)))
 
 
-_SECTIONS = {"slo": SLOConfig, "timeouts": TimeoutConfig, "health": HealthConfig}
+# Each section starts from its defaults, so a YAML or flag may set one field of it.
+_SECTIONS = {"slo": DEFAULT_SLO, "timeouts": TimeoutConfig(), "health": HealthConfig()}
 _POOL_KEYS = ("prefill", "decode", "both")
 
 
@@ -177,7 +170,9 @@ def _build(cls: type, raw: Any, setting: str) -> Any:
     _check(not unknown, setting, f"unknown setting(s) {', '.join(map(str, unknown))}")
     try:
         return cls(**raw)
-    except TypeError as exc:
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{setting}: {exc}") from None
 
 
@@ -196,9 +191,11 @@ def config_from_mapping(raw: dict[str, Any]) -> ProxyConfig:
     _check(isinstance(models_raw, dict), "models", "must map model names to pools")
     models = {str(name): _pool(p or {}, f"models.{name}") for name, p in models_raw.items()}
     sections = {}
-    for key, cls in _SECTIONS.items():
+    for key, default in _SECTIONS.items():
         if key in raw:
-            sections[key] = _build(cls, raw.pop(key) or {}, key)
+            given = raw.pop(key) or {}
+            _check(isinstance(given, dict), key, "must be a mapping")
+            sections[key] = _build(type(default), {**dataclasses.asdict(default), **given}, key)
     return _build(ProxyConfig, {**raw, **sections, "pool": pool, "models": models}, "config")
 
 

@@ -6,10 +6,16 @@ import pytest
 
 from tests.unit.bench.records_factory import FAILED, REJECTED, rec
 from vllm_pd.bench.summary import (
-    SLO, goodput_ratios, meets_slo, percentiles, summarize_endpoint, summarize_rate, summarize_records,
+    goodput_ratios,
+    meets_slo,
+    percentiles,
+    summarize_endpoint,
+    summarize_rate,
+    summarize_records,
 )
+from vllm_pd.slo import SLO
 
-SLO_1 = SLO(ttft=0.5, tpot=0.05, attainment=0.9)
+SLO_1 = SLO(ttft_s=0.5, tpot_s=0.05, attainment=0.9)
 
 
 def test_slo_needs_both_objectives_and_an_ok_outcome() -> None:
@@ -113,10 +119,10 @@ def test_ratio_is_undefined_when_the_baseline_has_no_goodput() -> None:
 
 
 @pytest.mark.parametrize("kwargs, flag", [
-    (dict(ttft=0, tpot=0.1), "--ttft-slo"),
-    (dict(ttft=1, tpot=-1), "--tpot-slo"),
-    (dict(ttft=1, tpot=1, attainment=1.5), "--attainment"),
-    (dict(ttft=1, tpot=1, attainment=0), "--attainment"),
+    (dict(ttft_s=0, tpot_s=0.1), "--ttft-slo"),
+    (dict(ttft_s=1, tpot_s=-1), "--tpot-slo"),
+    (dict(ttft_s=1, tpot_s=1, attainment=1.5), "--attainment"),
+    (dict(ttft_s=1, tpot_s=1, attainment=0), "--attainment"),
 ])
 def test_bad_slo_names_the_flag(kwargs: dict, flag: str) -> None:
     with pytest.raises(ValueError, match=flag):

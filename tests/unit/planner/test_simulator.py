@@ -136,7 +136,7 @@ def test_bad_arguments() -> None:
         simulate_colocated([RequestSpec(0.0, 5, 2)], [_instance()], routing="random")
     with pytest.raises(ValueError, match="at least one prefill"):
         simulate_disaggregated([RequestSpec(0.0, 5, 2)], [], [_instance()], [])
-    with pytest.raises(ValueError, match="SLOs must be positive"):
+    with pytest.raises(ValueError, match="--ttft-slo must be > 0"):
         SLO(0.0, 0.1)
 
 

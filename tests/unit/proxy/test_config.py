@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_pd.proxy.config import ConfigError, PoolConfig, ProxyConfig, SLOConfig, load_config
+from vllm_pd.proxy.config import ConfigError, PoolConfig, ProxyConfig, load_config
+from vllm_pd.slo import SLO
 
 P, D = "http://127.0.0.1:8100", "http://127.0.0.1:8200"
 
@@ -18,7 +19,7 @@ def test_flags_override_the_yaml_file(tmp_path):
 
     assert config.pool == PoolConfig(prefill=(P,), decode=(D,))
     assert (config.policy, config.port) == ("round-robin", 9000)
-    assert config.slo == SLOConfig(ttft_s=1.0, tpot_s=0.02)
+    assert config.slo == SLO(ttft_s=1.0, tpot_s=0.02)
     assert config.timeouts.prefill_s == 5
 
 
@@ -41,7 +42,7 @@ def test_per_model_pools(tmp_path):
     ({"decode": [D], "prefill": [D]}, "listed twice"),
     ({"decode": [D], "policy": "fastest"}, "policy"),
     ({"decode": [D], "admission": "drop"}, "admission"),
-    ({"decode": [D], "slo.ttft_s": 0}, "ttft_slo"),
+    ({"decode": [D], "slo.ttft_s": 0}, "ttft-slo"),
     ({"decode": [D], "timeouts.prefill_s": -1}, "timeouts.prefill_s"),
     ({"decode": [D], "latency_profile": "/no/such/file.yaml"}, "latency_profile"),
     ({"decode": [D], "max_prefill_attempts": 0}, "max_prefill_attempts"),

@@ -5,12 +5,19 @@ from __future__ import annotations
 import pytest
 
 from vllm_pd.latency import DecodeCoeffs, LatencyProfile, LinkSpec, PrefillCoeffs
-from vllm_pd.proxy.config import HealthConfig, PoolConfig, ProxyConfig, SLOConfig
+from vllm_pd.proxy.config import HealthConfig, PoolConfig, ProxyConfig
 from vllm_pd.proxy.instance import Instance
 from vllm_pd.proxy.policy import (
-    GoodputPolicy, LeastLoadedPolicy, PrefixAffinity, Rejection, RequestInfo, RoundRobinPolicy, usable,
+    GoodputPolicy,
+    LeastLoadedPolicy,
+    PrefixAffinity,
+    Rejection,
+    RequestInfo,
+    RoundRobinPolicy,
+    usable,
 )
 from vllm_pd.proxy.predictor import Predictor
+from vllm_pd.slo import SLO
 
 # 1 ms + 10 us/token prefill; 10 ms decode steps plus 0.1 ms per running request; 1 GB/s link, 1 KB/token
 PROFILE = LatencyProfile(prefill=PrefillCoeffs(a=0.001, b=1e-5), decode=DecodeCoeffs(a=0.01, b=0.0, c=1e-4),
@@ -19,7 +26,7 @@ HEALTH = HealthConfig()
 
 
 def config(**changes) -> ProxyConfig:
-    settings = {"pool": PoolConfig(decode=("http://d:1",)), "slo": SLOConfig(ttft_s=0.2, tpot_s=0.05),
+    settings = {"pool": PoolConfig(decode=("http://d:1",)), "slo": SLO(ttft_s=0.2, tpot_s=0.05),
                 "local_stall_budget": 1.0, **changes}
     return ProxyConfig(**settings)
 

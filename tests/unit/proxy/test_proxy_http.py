@@ -6,11 +6,10 @@ import asyncio
 import time
 
 import pytest
-
 from multidict import CIMultiDict
 
 from tests.unit.proxy.conftest import harness, run, state_of
-from vllm_pd.proxy.config import SLOConfig
+from vllm_pd.slo import SLO
 
 BODY = {"model": "tiny", "prompt": "hello there", "max_tokens": 4}
 
@@ -110,7 +109,7 @@ def test_decode_5xx_keeps_status_and_body_once_retries_are_spent():
 
 def test_models_ready_and_metrics_endpoints():
     async def scenario():
-        async with harness(slo=SLOConfig(ttft_s=5, tpot_s=1)) as (client, [p], [d]):
+        async with harness(slo=SLO(ttft_s=5, tpot_s=1)) as (client, [p], [d]):
             await client.post("/v1/completions", json=BODY)
             models = await (await client.get("/v1/models")).json()
             ready = await client.get("/ready")
@@ -159,7 +158,7 @@ def test_ttft_is_split_from_the_connectors_pd_handoff_timings():
 
 def test_admission_rejects_with_retry_after_when_no_pair_meets_the_slo():
     async def scenario():
-        async with harness(admission="reject", slo=SLOConfig(ttft_s=1e-6, tpot_s=1e-6)) as (client, [p], [d]):
+        async with harness(admission="reject", slo=SLO(ttft_s=1e-6, tpot_s=1e-6)) as (client, [p], [d]):
             resp = await client.post("/v1/completions", json=BODY)
             assert resp.status == 503 and int(resp.headers["Retry-After"]) >= 1
             assert "SLO" in (await resp.json())["error"]["message"]

@@ -4,22 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class SLO:
-    """Latency targets (s) and the share of requests that must meet both."""
-
-    ttft_s: float
-    tpot_s: float
-    attainment: float = 0.9
-
-    def __post_init__(self) -> None:
-        if not (self.ttft_s > 0 and self.tpot_s > 0):  # math.inf is allowed: "no target"
-            raise ValueError(f"SLOs must be positive, got TTFT {self.ttft_s} s and TPOT {self.tpot_s} s")
-        if not 0 < self.attainment <= 1:
-            raise ValueError(f"attainment must be in (0, 1], got {self.attainment}")
+from vllm_pd.slo import SLO
 
 
 class SimRequest:

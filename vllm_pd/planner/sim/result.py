@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vllm_pd.planner.sim.request import SLO, SimRequest
+from vllm_pd.planner.sim.request import SimRequest
+from vllm_pd.slo import SLO
 
 
 @dataclass(frozen=True, eq=False)

@@ -11,9 +11,10 @@ from vllm_pd.planner.sim.config import InstanceConfig
 from vllm_pd.planner.sim.decode import DecodeInstance
 from vllm_pd.planner.sim.loop import EventLoop
 from vllm_pd.planner.sim.prefill import PrefillInstance
-from vllm_pd.planner.sim.request import SLO, SimRequest, Tally
+from vllm_pd.planner.sim.request import SimRequest, Tally
 from vllm_pd.planner.sim.result import SimResult
 from vllm_pd.planner.sim.router import Picker
+from vllm_pd.slo import SLO
 from vllm_pd.workloads import RequestSpec
 
 
