@@ -50,8 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         profile, report = asyncio.run(_profile(args))
+    except TimeoutError:  # aiohttp's timeout carries no message
+        print(f"vllm-pd profile: error: a request to {args.url} took longer than --timeout {args.timeout:g} s",
+              file=sys.stderr)
+        return 2
     except (ValueError, RuntimeError, OSError) as exc:
-        print(f"vllm-pd profile: error: {exc}", file=sys.stderr)
+        print(f"vllm-pd profile: error: {exc or type(exc).__name__}", file=sys.stderr)
         return 2
     dump_profile(profile, args.out)
     print(report)
