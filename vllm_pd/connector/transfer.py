@@ -107,14 +107,40 @@ class Pull:
     xfer_s: float = 0.0  # NIXL telemetry: post to completion (what vLLM's NixlConnector reports)
 
 
+PROGRESS_WAIT_US = 20_000
+"""Longest sleep of NIXL's progress thread between polls of UCX's event descriptors (it wakes on traffic)."""
+
+
+def _nixl_agent(name: str) -> Any:
+    """A NIXL agent whose progress thread waits for UCX events instead of spinning.
+
+    The thread is needed: without it a producer never receives the consumer's notices (measured with NIXL
+    1.5.1 on UCX). But ``nixl_agent`` hard-codes its delay to 0, a ``poll()`` with no timeout in a loop: one
+    busy core per worker, which is how vLLM's NixlConnector runs. The bindings take a delay, the Python
+    wrapper does not, so the wrapper is given a config class that keeps ours.
+    """
+    from nixl import _api
+
+    bindings = _api.nixlBind
+    base = bindings.nixlAgentConfig
+    delay = base.pthrDelay
+
+    class _WaitingConfig(base):  # type: ignore[misc, valid-type]
+        pthrDelay = property(delay.fget, lambda self, _ignored: delay.fset(self, PROGRESS_WAIT_US))
+
+    bindings.nixlAgentConfig = _WaitingConfig
+    try:
+        return _api.nixl_agent(name, _api.nixl_agent_config(backends=[], capture_telemetry=True))
+    finally:
+        bindings.nixlAgentConfig = base
+
+
 class KVTransport:
     """A NIXL agent holding this process's KV regions."""
 
     def __init__(self, name: str, backends: Sequence[str], ucx_error_handling_mode: str = "",
                  num_threads: int = 0) -> None:
-        from nixl._api import nixl_agent, nixl_agent_config
-
-        self.agent = nixl_agent(name, nixl_agent_config(backends=[], capture_telemetry=True))
+        self.agent = _nixl_agent(name)
         for backend in backends:
             params: dict[str, str] = {}
             if backend == "UCX" and ucx_error_handling_mode:
