@@ -5,6 +5,7 @@ vLLM servers go through the same code: only the command line differs (tests/e2e 
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import textwrap
@@ -16,6 +17,7 @@ import pytest
 
 from vllm_pd.launcher import Deployment, PortInUse, ServerFailed, ServerSpec, free_ports
 from vllm_pd.launcher.command import VllmFlavour, server_argv, server_env
+from vllm_pd.launcher.process import ServerProcess
 from vllm_pd.launcher.topology import Topology
 
 # A stand-in server: answers /health with 200, and (like vLLM's engine core) runs a child process
@@ -137,3 +139,54 @@ def test_a_server_dying_later_is_reported_with_its_log_tail(tmp_path: Path) -> N
                 dep.check_alive()
                 time.sleep(0.2)
         assert "engine core died" in failed.value.log_tail
+
+
+# A stand-in vLLM API: lists one model and answers completions with the status given on its command line,
+# printing each completion body so the test can read what the warm-up asked for.
+VLLM_API = textwrap.dedent("""
+    import http.server, json, sys
+    port, status = int(sys.argv[1]), int(sys.argv[2])
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"data": [{"id": "tiny"}]}).encode()
+            self.send_response(200); self.end_headers(); self.wfile.write(body)
+        def do_POST(self):
+            print(self.rfile.read(int(self.headers["Content-Length"])).decode(), flush=True)
+            self.send_response(status); self.end_headers(); self.wfile.write(b'{"error": "no KV cache"}')
+        def log_message(self, *a): pass
+    http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+""")
+
+
+def stand_in_vllm(tmp_path: Path, status: int) -> ServerProcess:
+    (port,) = free_ports(1)
+    spec = ServerSpec(name="decode0", role="single", model="/m", port=port)
+    server = ServerProcess(spec, [sys.executable, "-c", VLLM_API, str(port), str(status)], {}, tmp_path / "s.log")
+    server.start()
+    deadline = time.monotonic() + 10
+    while not server.is_healthy() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return server
+
+
+def test_warm_up_asks_for_logprobs_of_the_served_model(tmp_path: Path) -> None:
+    server = stand_in_vllm(tmp_path, 200)
+    try:
+        server.warm_up(timeout=10)
+    finally:
+        server.terminate()
+        server.reap(time.monotonic() + 2)
+    (body,) = [json.loads(line) for line in (tmp_path / "s.log").read_text().splitlines()]
+    assert body["model"] == "tiny" and body["logprobs"] == 1 and body["max_tokens"] == 2
+
+
+def test_a_server_that_fails_its_warm_up_is_named_with_the_answer(tmp_path: Path) -> None:
+    server = stand_in_vllm(tmp_path, 500)
+    try:
+        with pytest.raises(ServerFailed) as failed:
+            server.warm_up(timeout=10)
+    finally:
+        server.terminate()
+        server.reap(time.monotonic() + 2)
+    assert failed.value.name == "decode0"
+    assert "answered its warm-up request with HTTP 500: {\"error\": \"no KV cache\"}" in str(failed.value)

@@ -18,7 +18,8 @@ from vllm_pd.launcher.spec import ServerSpec
 
 
 class Deployment:
-    """Start ``specs`` as subprocesses, wait until each answers its health probe, stop all on exit.
+    """Start ``specs`` as subprocesses, wait until each answers its health probe (a vLLM server also a
+    warm-up request), stop all on exit.
 
     If any server dies or misses ``startup_timeout``, every server is stopped and ``ServerFailed`` names
     the failing one with its log tail. Servers listed in ``after`` start only once the others are
@@ -83,6 +84,9 @@ class Deployment:
                     server.check_alive()
                     server.track_children()
                     if server.is_healthy():
+                        if server.spec.command is None:  # a vLLM server
+                            bar.update(tasks[server.spec.name], description=f"{server.spec.name}: warming up")
+                            server.warm_up(max(deadline - time.monotonic(), 1.0))
                         pending.remove(server)
                         bar.update(tasks[server.spec.name], completed=1,
                                    description=f"{server.spec.name}: ready at {server.spec.url}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -57,6 +58,33 @@ class ServerProcess:
                 return resp.status == 200
         except (urllib.error.URLError, OSError, ValueError):
             return False
+
+    def warm_up(self, timeout: float) -> None:
+        """One short greedy request with logprobs, before the server counts as ready.
+
+        vLLM compiles its logprobs kernel (``torch.compile``; inductor on a CPU) on the first request that
+        asks for logprobs: 2 s on an idle CPU box, 20 s on a loaded one, enough for a first request to miss
+        a proxy's prefill timeout or NixlConnector's 30 s lease. Paid here, it stays off client requests.
+        """
+        body = json.dumps({"model": self._served_model(timeout), "prompt": list(range(1, 9)), "max_tokens": 2,
+                           "temperature": 0, "logprobs": 1}).encode()
+        request = urllib.request.Request(self.spec.url + "/v1/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                resp.read()
+        except urllib.error.HTTPError as exc:
+            raise ServerFailed(self.spec.name, f"answered its warm-up request with HTTP {exc.code}: "
+                               f"{exc.read()[:300].decode(errors='replace')}", self.log_tail()) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ServerFailed(self.spec.name, f"did not answer its warm-up request: {exc}", self.log_tail()) from None
+
+    def _served_model(self, timeout: float) -> str:
+        try:
+            with urllib.request.urlopen(self.spec.url + "/v1/models", timeout=timeout) as resp:
+                return json.load(resp)["data"][0]["id"]
+        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError) as exc:
+            raise ServerFailed(self.spec.name, f"did not list its model on /v1/models: {exc}", self.log_tail()) from None
 
     def check_alive(self) -> None:
         code = self.returncode()
