@@ -1,5 +1,5 @@
-"""Measure a live server: prefill batches (concurrent max_tokens=1 requests) and decode steps (the gaps
-between streamed tokens of a concurrent batch once every member is decoding).
+"""Measure a live server: prefill batches (concurrent max_tokens=1 requests) and decode steps (the extra
+time a concurrent batch takes to generate N tokens instead of 1, over N - 1).
 
 Prompts have exact token counts (the benchmark's prompt builder) and are random per request, so the
 prefix cache never shortens a prefill.
@@ -8,7 +8,6 @@ prefix cache never shortens a prefill.
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -47,14 +46,13 @@ class Profiler:
         self._prompts = prompts
         self._seed = 0
 
-    def _body(self, tokens: int, max_tokens: int, stream: bool) -> dict:
+    def _body(self, tokens: int, max_tokens: int) -> dict:
         self._seed += 1
         return {"model": self._model, "prompt": self._prompts.build(tokens, f"profile-{self._seed}"),
-                "max_tokens": max_tokens, "min_tokens": max_tokens, "ignore_eos": True, "temperature": 0,
-                "stream": stream}
+                "max_tokens": max_tokens, "min_tokens": max_tokens, "ignore_eos": True, "temperature": 0}
 
-    async def _complete(self, tokens: int) -> None:
-        await self._retrying(lambda: self._complete_once(self._body(tokens, 1, False)))
+    async def _complete(self, tokens: int, max_tokens: int) -> None:
+        await self._retrying(lambda: self._complete_once(self._body(tokens, max_tokens)))
 
     async def _complete_once(self, body: dict) -> None:
         async with self._session.post(self._url, json=body) as response:
@@ -62,21 +60,10 @@ class Profiler:
                 raise ServerError(f"{self._url}: HTTP {response.status}: {(await response.text())[:300]}")
             await response.read()
 
-    async def _stream(self, tokens: int, max_tokens: int) -> list[float]:
-        return await self._retrying(lambda: self._stream_once(self._body(tokens, max_tokens, True)))
-
-    async def _stream_once(self, body: dict) -> list[float]:
-        """Arrival times of the streamed token chunks."""
-        stamps = []
-        async with self._session.post(self._url, json=body) as response:
-            if response.status != 200:
-                raise ServerError(f"{self._url}: HTTP {response.status}: {(await response.text())[:300]}")
-            async for raw in response.content:
-                line = raw.decode().strip()
-                if line.startswith("data: ") and line != "data: [DONE]":
-                    if json.loads(line[6:]).get("choices"):
-                        stamps.append(time.perf_counter())
-        return stamps
+    async def _makespan(self, context: int, batch: int, max_tokens: int) -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(self._complete(context, max_tokens) for _ in range(batch)))
+        return time.perf_counter() - start
 
     async def _retrying(self, attempt):
         """One retry when a pooled keep-alive connection was closed by the server while idle."""
@@ -92,32 +79,22 @@ class Profiler:
 
     async def prefill(self, length: int, batch: int, repeats: int) -> PrefillSample:
         """Median makespan of ``batch`` concurrent one-token requests of ``length`` prompt tokens."""
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            await asyncio.gather(*(self._complete(length) for _ in range(batch)))
-            times.append(time.perf_counter() - start)
+        times = [await self._makespan(length, batch, 1) for _ in range(repeats)]
         return PrefillSample((length,) * batch, statistics.median(times))
 
     async def decode(self, context: int, batch: int, tokens: int, repeats: int) -> DecodeSample:
-        """Time per token while all ``batch`` requests decode together (median over requests and repeats).
+        """Time of one step while ``batch`` requests decode together.
 
-        Each request's rate is its span over its token count inside the window where every member is
-        decoding: a span, not single gaps, because the client may read several tokens in one chunk.
+        The batch is sent twice, generating ``tokens`` and then 1 token; the difference of the median
+        makespans is ``tokens - 1`` decode steps. Server-side time only: unlike the gaps between streamed
+        chunks, it does not depend on how the client's reads bunch tokens together.
         """
-        steps = []
-        for _ in range(repeats):
-            streams = await asyncio.gather(*(self._stream(context, tokens) for _ in range(batch)))
-            if any(len(s) < 3 for s in streams):
-                raise ServerError(f"{self._url}: streamed fewer than 3 chunks for a {tokens}-token request")
-            together_from = max(s[0] for s in streams)
-            together_until = min(s[-1] for s in streams)
-            for stamps in streams:
-                inside = [t for t in stamps if together_from <= t <= together_until]
-                if len(inside) < 3:
-                    inside = stamps[1:]
-                steps.append((inside[-1] - inside[0]) / (len(inside) - 1))
-        return DecodeSample(batch, int(batch * (context + tokens / 2)), statistics.median(steps))
+        long = statistics.median([await self._makespan(context, batch, tokens) for _ in range(repeats)])
+        short = statistics.median([await self._makespan(context, batch, 1) for _ in range(repeats)])
+        if long <= short:
+            raise ServerError(f"{self._url}: {batch} x {tokens} tokens took no longer than {batch} x 1 "
+                              f"({long:.4f} s vs {short:.4f} s); raise --decode-tokens or --repeats")
+        return DecodeSample(batch, int(batch * (context + tokens / 2)), (long - short) / (tokens - 1))
 
 
 async def run_sweep(profiler: Profiler, sweep: Sweep, max_model_len: int,
