@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--ttft-slo", type=float, default=0.1)
     parser.add_argument("--tpot-slo", type=float, default=0.012)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so that the server is stopped
     args.out.mkdir(parents=True, exist_ok=True)
     model = make_tiny_model(args.out / "tiny-model")
     spec = ServerSpec(name="server", role="single", model=str(model), port=free_port(), cpus="0",

@@ -87,11 +87,12 @@ def test_profile_source_scales_a_fitted_shape_by_the_roofline() -> None:
     assert "roofline" in scaled.source
 
 
-def test_mixed_step_is_prefill_plus_decode_with_one_fixed_cost() -> None:
+def test_mixed_step_is_prefill_plus_decode_with_the_decode_steps_fixed_cost() -> None:
     p, d = PrefillCoeffs(0.01, 1e-4, 1e-8), DecodeCoeffs(0.005, 1e-7, 1e-4)
     assert mixed_step_time(p, d, [(100, 0)], 0, 0) == pytest.approx(prefill_time(p, [100]))
     both = mixed_step_time(p, d, [(100, 300)], 8, 4000)
-    assert both == pytest.approx(0.01 + 1e-4 * 100 + 1e-8 * 100 * 400 + 1e-7 * 4000 + 1e-4 * 8)
+    # The prefill's a (request overhead included) is not paid again by a step that also decodes.
+    assert both == pytest.approx(0.005 + 1e-4 * 100 + 1e-8 * 100 * 400 + 1e-7 * 4000 + 1e-4 * 8)
 
 
 def test_latency_table_round_trip_and_single_profiles(tmp_path: Path) -> None:
