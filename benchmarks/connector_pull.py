@@ -4,24 +4,30 @@ raw NIXL ceiling, in one run with the two connectors' requests interleaved.
     flock /tmp/vllm-pd-servers.lock python benchmarks/connector_pull.py --out results/connector_pull.json
 
 Two identical prefill/decode pairs of a random model with a large KV cache per token (8 layers x
-8 KV heads x head_dim 64, float32: 32 KiB per token) run side by side, prefill servers on one
-core and decode servers on the other. Every request uses a fresh prompt (no prefix-cache hit).
+8 KV heads x head_dim 64, float32: 32 KiB per token) are started together, prefill servers on one
+core and decode servers on the other. While one pair serves a request the other pair's processes are
+stopped (SIGSTOP): NixlConnector's progress threads spin a core each even when idle, and on two cores
+that would starve whichever pair is measured. Every request uses a fresh prompt (no prefix-cache hit).
 Pull time is NIXL's own telemetry (post to completion) for both connectors.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import statistics
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-
 from connector_raw_nixl import raw_ceiling
+
 from vllm_pd.launcher import Deployment, ServerSpec, free_ports, kv_config
 from vllm_pd.testing.pd_client import prefill_body
 from vllm_pd.testing.tiny_model import TinyModelSpec, make_tiny_model
@@ -76,6 +82,21 @@ def one_request(http: httpx.Client, model: str, prefill: str, decode: str, names
     return {"tokens": num_tokens, "pull_s": pull_s, "descriptors": descriptors, "bytes": nbytes, "ttft_s": ttft}
 
 
+@contextlib.contextmanager
+def running_alone(deployment: Deployment, names: Iterable[str]) -> Iterator[None]:
+    """Every server of ``deployment`` but ``names`` is stopped (SIGSTOP) inside the block, resumed after."""
+    others = [pid for name, server in deployment.servers.items() if name not in names for pid in server.all_pids()]
+    for pid in others:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in others:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
 def servers(model: Path, kv_space_gib: int) -> list[ServerSpec]:
     args = ("--block-size", "32", "--enforce-eager", "--max-model-len", "9000", "--max-num-batched-tokens", "9000")
     env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_space_gib), "UCX_NET_DEVICES": "lo"}
@@ -128,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/vllm-pd-connector-bench"))
     parser.add_argument("--out", type=Path, default=None, help="write all measurements as JSON here")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so that every server is stopped
     model = make_tiny_model(args.work_dir / "model", MODEL)
     rows: list[dict[str, Any]] = []
     with Deployment(servers(model, args.kv_space_gib), args.work_dir / "logs") as deployment, \
@@ -135,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         url = deployment.url
         pairs = {c: (url(f"{c}-prefill"), url(f"{c}-decode")) for c in METRICS}
         for connector, (p, d) in pairs.items():  # warm-up: handshakes, first-use costs
-            one_request(http, str(model), p, d, METRICS[connector], 64, seed=-1)
-        ceiling = raw_ceiling([16, 64, 256])
+            with running_alone(deployment, (f"{connector}-prefill", f"{connector}-decode")):
+                one_request(http, str(model), p, d, METRICS[connector], 64, seed=-1)
+        with running_alone(deployment, ()):
+            ceiling = raw_ceiling([16, 64, 256])
         seed = 0
         for tokens in args.lengths:
             for rep in range(args.repeats):
@@ -144,10 +168,12 @@ def main(argv: list[str] | None = None) -> int:
                 for connector in order:
                     seed += 1
                     p, d = pairs[connector]
-                    row = one_request(http, str(model), p, d, METRICS[connector], tokens, seed)
+                    with running_alone(deployment, (f"{connector}-prefill", f"{connector}-decode")):
+                        row = one_request(http, str(model), p, d, METRICS[connector], tokens, seed)
                     rows.append({"connector": connector, **row})
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        ceiling += raw_ceiling([16, 64, 256])
+        with running_alone(deployment, ()):
+            ceiling += raw_ceiling([16, 64, 256])
     table = summarize(rows, ceiling)
     print_table(table, ceiling)
     if args.out:
