@@ -7,6 +7,7 @@ named ``vllm``), so servers start as ``python -m vllm.entrypoints.openai.api_ser
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -64,8 +65,11 @@ def server_argv(spec: ServerSpec, flavour: VllmFlavour | None) -> list[str]:
     return argv + list(spec.extra_args)
 
 
+@functools.cache
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU multiplies bfloat16 natively (x86 AVX512-BF16 or AMX; Arm's bf16 extension)."""
+    """Whether this CPU multiplies bfloat16 natively (x86 AVX512-BF16 or AMX; Arm's bf16 extension).
+
+    Read once per process: a deployment asks for every server it starts."""
     try:
         flags = set(Path(cpuinfo).read_text().split())
     except OSError:
