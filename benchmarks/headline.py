@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vllm_pd.latency import decode_step_time, load_profile, prefill_time
 from vllm_pd.launcher import Deployment, ServerSpec, free_port
 from vllm_pd.launcher.topology import CPU_DEFAULT_ARGS, Topology
 from vllm_pd.testing.tiny_model import TinyModelSpec, make_tiny_model
@@ -39,13 +40,14 @@ SERVER_ARGS = CPU_DEFAULT_ARGS + ("--max-model-len", "4096")
 LONG_SHARE = 0.3  # share of long-context turns in the mix
 LONG_INPUT = (1024, 2048)  # their prompt lengths, uniform (tokens)
 MAX_OUTPUT = 128  # outputs capped so one rate's requests drain in seconds, not minutes
+TTFT_FACTOR, TPOT_FACTOR = 3.0, 2.5  # the SLO rule: multiples of the profiled idle latencies
 VLLM_PD = [sys.executable, "-m", "vllm_pd.cli"]
 
 
 def cli(*argv: str, log: Path | None = None) -> None:
     """Run a ``vllm-pd`` subcommand; its output goes to ``log`` (and a failure stops the experiment)."""
     with (log.open("w") if log else open("/dev/null", "w")) as sink:
-        done = subprocess.run([*VLLM_PD, *argv], stdout=sink, stderr=subprocess.STDOUT)
+        done = subprocess.run([*VLLM_PD, *argv], check=False, stdout=sink, stderr=subprocess.STDOUT)
     if done.returncode not in (0, 130):
         tail = log.read_text()[-3000:] if log else ""
         raise SystemExit(f"vllm-pd {argv[0]} failed ({done.returncode}):\n{tail}")
@@ -99,10 +101,32 @@ def bench(args: argparse.Namespace, name: str, url: str, workload: Path) -> Path
     return run
 
 
+def profile_and_slos(args: argparse.Namespace, url: str, model: Path) -> None:
+    """Fit the latency profile on one idle server (once), then fix any SLO not given by the rule.
+
+    The rule ties the SLOs to this machine rather than to timings taken elsewhere: TTFT is 3x the idle
+    prefill of the longest prompt in the workload, TPOT 2.5x the idle decode step of one request
+    holding that prompt (TPOT-tight, as in DistServe's chatbot setting).
+    """
+    if not args.profile.is_file():
+        print("profiling one server for the SLO rule and the goodput proxy's latency model", flush=True)
+        cli("profile", "--url", url, "--out", str(args.profile), "--model-config", str(model),
+            "--prompt-lengths", "64,256,1024,2048", "--batch-sizes", "1,2", "--decode-batch-sizes", "1,4,16",
+            "--context-lengths", "128,1024", "--repeats", "2", log=args.out / "profile.log")
+    profile = load_profile(args.profile)
+    longest = LONG_INPUT[1]
+    if args.ttft_slo is None:
+        args.ttft_slo = round(TTFT_FACTOR * prefill_time(profile.prefill, [longest]), 3)
+    if args.tpot_slo is None:
+        args.tpot_slo = round(TPOT_FACTOR * decode_step_time(profile.decode, 1, longest), 4)
+    print(f"SLOs: TTFT {args.ttft_slo} s, TPOT {args.tpot_slo} s", flush=True)
+
+
 def colocated(args: argparse.Namespace, model: Path, workload: Path) -> Path:
     specs = [ServerSpec(name=f"single{i}", role="single", model=str(model), port=free_port(), cpus=str(i),
                         extra_args=SERVER_ARGS) for i in range(2)]
     with Deployment(specs, args.out / "logs-colocated") as servers:
+        profile_and_slos(args, servers.url("single0"), model)
         flags = ["--decode", servers.url("single0"), servers.url("single1"), "--policy", "round-robin",
                  "--tokenizer", str(model)]
         with Deployment([proxy_spec("proxy-rr", flags)], args.out / "logs-colocated") as proxy:
@@ -114,16 +138,11 @@ def disaggregated(args: argparse.Namespace, model: Path, workload: Path) -> list
                         server_args=SERVER_ARGS)
     runs = []
     with Deployment(topology.specs(), args.out / "logs-pd") as servers:
-        profile = args.out / "profile.yaml"
-        if not profile.is_file():
-            print("profiling the prefill server for the goodput proxy's latency model", flush=True)
-            cli("profile", "--url", servers.url("prefill0"), "--out", str(profile), "--model-config", str(model),
-                "--prompt-lengths", "64,256,1024,2048", "--batch-sizes", "1,2", "--decode-batch-sizes", "1,4,16",
-                "--context-lengths", "128,1024", "--repeats", "2", log=args.out / "profile.log")
+        profile_and_slos(args, servers.url("prefill0"), model)
         pools = ["--prefill", servers.url("prefill0"), "--decode", servers.url("decode0"),
                  "--tokenizer", str(model), "--ttft-slo", str(args.ttft_slo), "--tpot-slo", str(args.tpot_slo)]
         for name, flags in (
-            ("pd-goodput", ["--policy", "goodput", "--latency-profile", str(profile), "--admission", args.admission]),
+            ("pd-goodput", ["--policy", "goodput", "--latency-profile", str(args.profile), "--admission", args.admission]),
             ("pd-rr", ["--policy", "round-robin"]),
         ):
             if name not in args.setups:
@@ -136,12 +155,14 @@ def disaggregated(args: argparse.Namespace, model: Path, workload: Path) -> list
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("results/headline"))
-    parser.add_argument("--rates", default="0.25,0.5,1,1.5,2", help="request rates, req/s")
+    parser.add_argument("--rates", default="0.5,1,2,3,4,5", help="request rates, req/s")
     parser.add_argument("--duration", type=float, default=40.0, help="seconds of arrivals per rate")
-    parser.add_argument("--ttft-slo", type=float, default=2.0, help="~3x the idle prefill of a 2048-token prompt")
-    parser.add_argument("--tpot-slo", type=float, default=0.05,
-                        help="TPOT-tight: 2.5-5x the idle decode step, which two cores shared with a proxy and a client"
-                             " already double")
+    parser.add_argument("--ttft-slo", type=float, default=None,
+                        help=f"seconds; default {TTFT_FACTOR:g}x the profiled idle prefill of the longest prompt")
+    parser.add_argument("--tpot-slo", type=float, default=None,
+                        help=f"seconds; default {TPOT_FACTOR:g}x the profiled idle decode step")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="latency profile to use (default OUT/profile.yaml, fitted on first use)")
     parser.add_argument("--attainment", type=float, default=0.9)
     parser.add_argument("--stop-below", type=float, default=0.3, help="skip higher rates below this attainment")
     parser.add_argument("--seed", type=int, default=0)
@@ -154,6 +175,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so that every server is stopped
     args.setups = args.setups.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
+    args.profile = args.profile or args.out / "profile.yaml"
     started = time.monotonic()
     model = build_model(args.out)
     workload = write_workload(args.out, args.seed)
@@ -168,7 +190,7 @@ def main() -> int:
     summary = json.loads((combined / "summary.json").read_text())
     headline = {
         "command": " ".join(sys.argv), "minutes": round((time.monotonic() - started) / 60, 1),
-        "model": MODEL.__dict__,
+        "model": MODEL.__dict__, "slo": {"ttft_s": args.ttft_slo, "tpot_s": args.tpot_slo},
         "goodput": {e["endpoint"]: e["goodput_interp"] for e in summary["endpoints"]},
         "above_range": {e["endpoint"]: e["above_range"] for e in summary["endpoints"]},
         "ratios_to_first": summary["goodput_ratios"],

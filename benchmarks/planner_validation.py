@@ -34,7 +34,7 @@ KV_SLOTS = 1_000_000  # the tiny model's KV (1 KiB/token) never fills the CPU ca
 
 
 def cli(*argv: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "vllm_pd.cli", *argv], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "vllm_pd.cli", *argv], check=False, capture_output=True, text=True)
     print(done.stdout, done.stderr[-2000:] if done.returncode else "", sep="", flush=True)
     if done.returncode:
         raise SystemExit(f"vllm-pd {argv[0]} failed ({done.returncode})")
@@ -65,23 +65,37 @@ def main() -> None:
     parser.add_argument("--num-requests", type=int, default=60)
     parser.add_argument("--ttft-slo", type=float, default=0.1)
     parser.add_argument("--tpot-slo", type=float, default=0.012)
+    parser.add_argument("--replay", action="store_true",
+                        help="no server: compare the profile and requests already in --out with the simulator")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so that the server is stopped
     args.out.mkdir(parents=True, exist_ok=True)
+    profile_path = args.out / "profile.yaml"
+    if not args.replay:
+        measure(args, profile_path)
+    report(args, profile_path)
+
+
+def measure(args: argparse.Namespace, profile_path: Path) -> None:
+    """Profile one real server, then benchmark it at every rate."""
     model = make_tiny_model(args.out / "tiny-model")
     spec = ServerSpec(name="server", role="single", model=str(model), port=free_port(), cpus="0",
                       extra_args=CPU_DEFAULT_ARGS + ("--max-model-len", str(MAX_MODEL_LEN), "--max-num-seqs",
                                                      str(MAX_NUM_SEQS), "--max-num-batched-tokens",
                                                      str(MAX_BATCHED_TOKENS)))
-    profile_path = args.out / "profile.yaml"
     with Deployment([spec], args.out / "logs") as deployment:
         url = deployment.url("server")
         cli("profile", "--url", url, "--out", str(profile_path), "--model-config", str(model),
             "--prompt-lengths", "16,64,256,512,1024", "--batch-sizes", "1,2,4,8",
-            "--decode-batch-sizes", "1,2,4,8,16,32", "--context-lengths", "64,256,1024", "--repeats", "3")
+            "--decode-batch-sizes", "1,2,4,8,16,32,48,64", "--context-lengths", "64,256,1024",
+            "--repeats", "3")
         cli("bench", "--url", url, "--workload", args.workload, "--rates", args.rates,
             "--num-requests", str(args.num_requests), "--ttft-slo", str(args.ttft_slo),
             "--tpot-slo", str(args.tpot_slo), "--out", str(args.out / "bench"))
+
+
+def report(args: argparse.Namespace, profile_path: Path) -> None:
+    """Replay each rate's measured requests through the simulator and print the errors."""
     rows = [json.loads(line) for line in (args.out / "bench" / "requests.jsonl").read_text().splitlines()]
     slo = SLO(args.ttft_slo, args.tpot_slo, 0.9)
     results = {}
