@@ -34,10 +34,10 @@ from vllm_pd.testing.tiny_model import TinyModelSpec, make_tiny_model
 
 MODEL = TinyModelSpec(layers=8, hidden=512, heads=8, kv_heads=8, head_dim=64, intermediate=1024,
                       max_position=16384)
-# (pull time sum, pull count, descriptors sum, bytes sum) per connector
+# (pull time sum, pull count, descriptors sum, bytes sum[, post time sum, post CPU time sum]) per connector
 METRICS = {
     "pd": ("vllm:pd_pull_time_seconds_sum", "vllm:pd_pull_time_seconds_count", "vllm:pd_pull_descriptors_sum",
-           "vllm:pd_pull_bytes_sum"),
+           "vllm:pd_pull_bytes_sum", "vllm:pd_pull_post_seconds_sum", "vllm:pd_pull_post_cpu_seconds_sum"),
     "nixl": ("vllm:nixl_xfer_time_seconds_sum", "vllm:nixl_xfer_time_seconds_count",
              "vllm:nixl_num_descriptors_sum", "vllm:nixl_bytes_transferred_sum"),
 }
@@ -78,8 +78,11 @@ def one_request(http: httpx.Client, model: str, prefill: str, decode: str, names
         after = metrics(http, decode, names)
     if after[1] != before[1] + 1:
         raise RuntimeError(f"expected one pull on {decode}, metrics moved by {after[1] - before[1]}")
-    pull_s, _, descriptors, nbytes = (a - b for a, b in zip(after, before))
-    return {"tokens": num_tokens, "pull_s": pull_s, "descriptors": descriptors, "bytes": nbytes, "ttft_s": ttft}
+    pull_s, _, descriptors, nbytes, *post = (a - b for a, b in zip(after, before, strict=True))
+    row = {"tokens": num_tokens, "pull_s": pull_s, "descriptors": descriptors, "bytes": nbytes, "ttft_s": ttft}
+    if post:  # PDConnector: how long the post blocked the step, and the CPU its thread got meanwhile
+        row.update(post_s=post[0], post_cpu_s=post[1])
+    return row
 
 
 @contextlib.contextmanager
@@ -122,6 +125,9 @@ def summarize(rows: list[dict[str, Any]], ceiling: list[dict[str, Any]]) -> list
                                "mib": statistics.median(r["bytes"] for r in mine) / 2**20,
                                "gbps": statistics.median(r["bytes"] for r in mine) / pull / 1e9,
                                "ttft_ms": 1e3 * statistics.median(r["ttft_s"] for r in mine)}
+        pd_rows = [r for r in rows if r["tokens"] == tokens and r["connector"] == "pd"]
+        line["pd"]["post_ms"] = 1e3 * statistics.median(r["post_s"] for r in pd_rows)
+        line["pd"]["post_cpu_share"] = statistics.median(r["post_cpu_s"] / max(r["post_s"], 1e-9) for r in pd_rows)
         line["pull_ratio_pd_over_nixl"] = line["pd"]["pull_ms"] / line["nixl"]["pull_ms"]
         line["pd_share_of_ceiling"] = line["pd"]["gbps"] / best_gbps
         table.append(line)
@@ -130,13 +136,14 @@ def summarize(rows: list[dict[str, Any]], ceiling: list[dict[str, Any]]) -> list
 
 def print_table(table: list[dict[str, Any]], ceiling: list[dict[str, Any]]) -> None:
     print("| prompt tokens | KV MiB | PD pull ms | NIXL pull ms | PD/NIXL | PD GB/s (% ceiling) | "
-          "descriptors PD / NIXL | decode TTFT ms PD / NIXL |")
-    print("|---|---|---|---|---|---|---|---|")
+          "descriptors PD / NIXL | decode TTFT ms PD / NIXL | PD post ms (CPU share) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for line in table:
         pd, nx = line["pd"], line["nixl"]
         print(f"| {line['tokens']} | {pd['mib']:.0f} | {pd['pull_ms']:.1f} | {nx['pull_ms']:.1f} | "
               f"{line['pull_ratio_pd_over_nixl']:.2f} | {pd['gbps']:.2f} ({100 * line['pd_share_of_ceiling']:.0f}%) | "
-              f"{pd['descriptors']:.0f} / {nx['descriptors']:.0f} | {pd['ttft_ms']:.0f} / {nx['ttft_ms']:.0f} |")
+              f"{pd['descriptors']:.0f} / {nx['descriptors']:.0f} | {pd['ttft_ms']:.0f} / {nx['ttft_ms']:.0f} | "
+              f"{pd['post_ms']:.1f} ({100 * pd['post_cpu_share']:.0f}%) |")
     print("\nraw NIXL READ ceiling (one descriptor, two processes): " +
           ", ".join(f"{c['mib']} MiB {c['gbps']:.2f} GB/s" for c in ceiling))
 

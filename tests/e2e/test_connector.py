@@ -128,5 +128,8 @@ def test_metrics_are_exported(urls, http: httpx.Client, tiny_model: Path) -> Non
     disaggregated(http, prefill, decode, "/v1/completions", greedy(tiny_model, prompt=prompt_ids(70, seed=3)))
     assert metric(http, decode, "vllm:pd_pull_bytes_sum") > 0
     assert metric(http, decode, "vllm:pd_pull_descriptors_count") > 0
+    posted = metric(http, decode, "vllm:pd_pull_post_seconds_count")
+    assert posted == metric(http, decode, "vllm:pd_pull_time_seconds_count") > 0
+    assert 0 < metric(http, decode, "vllm:pd_pull_post_cpu_seconds_sum") <= metric(http, decode, "vllm:pd_pull_post_seconds_sum")
     assert metric(http, decode, "vllm:pd_handshakes_total") == 1  # once per producer, not per request
     assert metric(http, prefill, "vllm:pd_released_leases_total") > 0

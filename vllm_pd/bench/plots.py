@@ -44,7 +44,8 @@ def _attainment(path: Path, summary: RunSummary) -> None:
     ax.set_xlabel("request rate (req/s)")
     ax.set_ylabel("SLO attainment (%)")
     ax.set_ylim(0, 105)
-    ax.set_title(f"{summary.run.workload}: TTFT <= {summary.run.ttft_slo:g} s, TPOT <= {summary.run.tpot_slo:g} s")
+    ax.set_title(f"{Path(summary.run.workload).stem}: TTFT <= {summary.run.ttft_slo:g} s, "
+                 f"TPOT <= {summary.run.tpot_slo:g} s", fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()

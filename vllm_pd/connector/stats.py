@@ -11,7 +11,7 @@ from typing import Any
 
 from vllm.distributed.kv_transfer.kv_connector.v1.metrics import KVConnectorPromMetrics, KVConnectorStats
 
-SERIES = ("pull_time_s", "pull_bytes", "pull_descriptors")
+SERIES = ("pull_time_s", "pull_bytes", "pull_descriptors", "pull_post_s", "pull_post_cpu_s")
 COUNTERS = ("failed_pulls", "expired_leases", "released_leases", "handshakes", "failed_handshakes")
 GAUGES = ("held_blocks",)
 
@@ -26,10 +26,9 @@ def _empty() -> dict[str, Any]:
 class PDStats(KVConnectorStats):
     data: dict[str, Any] = field(default_factory=_empty)
 
-    def record_pull(self, seconds: float, nbytes: int, descriptors: int) -> None:
-        self.data["pull_time_s"].append(seconds)
-        self.data["pull_bytes"].append(nbytes)
-        self.data["pull_descriptors"].append(descriptors)
+    def record_pull(self, seconds: float, nbytes: int, descriptors: int, post_s: float, post_cpu_s: float) -> None:
+        for name, value in zip(SERIES, (seconds, nbytes, descriptors, post_s, post_cpu_s), strict=True):
+            self.data[name].append(value)
 
     def count(self, name: str, n: int = 1) -> None:
         self.data[name] = self.data.get(name, 0) + n
@@ -90,6 +89,13 @@ class PDPromMetrics(KVConnectorPromMetrics):
             "pull_descriptors": per_engine(hist(name="vllm:pd_pull_descriptors", buckets=_DESC_BUCKETS,
                                                 documentation="NIXL descriptors of one KV pull.",
                                                 labelnames=labelnames)),
+            "pull_post_s": per_engine(hist(name="vllm:pd_pull_post_seconds", buckets=_TIME_BUCKETS,
+                                           documentation="Time posting a pull blocked the engine step (UCX copies "
+                                                         "shared memory inside the call).", labelnames=labelnames)),
+            "pull_post_cpu_s": per_engine(hist(name="vllm:pd_pull_post_cpu_seconds", buckets=_TIME_BUCKETS,
+                                               documentation="CPU time the posting thread got while posting a "
+                                                             "pull (below pd_pull_post_seconds: a starved core).",
+                                               labelnames=labelnames)),
         }
         help_text = {
             "failed_pulls": "KV pulls that failed (peer gone, timeout, lease over, NIXL error).",

@@ -105,6 +105,8 @@ class Pull:
     descriptors: int
     t0: float = field(default_factory=time.perf_counter)
     xfer_s: float = 0.0  # NIXL telemetry: post to completion (what vLLM's NixlConnector reports)
+    post_s: float = 0.0  # how long posting blocked the engine step (UCX copies shared memory in the call)
+    post_cpu_s: float = 0.0  # CPU time the posting thread got meanwhile: well below post_s means a starved core
 
 
 PROGRESS_WAIT_US = 20_000
@@ -192,7 +194,10 @@ class KVTransport:
         handle = self.agent.make_prepped_xfer("READ", self._local_dlist, local, peer.dlist, remote, notif_msg=notif)
         pull = Pull(handle, peer, time.time(), expires, sum(r.length for r in runs) * self.kv.bytes_per_block,
                     len(runs) * regions)
-        if self.agent.transfer(handle) == "ERR":
+        wall, cpu = time.perf_counter(), time.thread_time()
+        posted = self.agent.transfer(handle)
+        pull.post_s, pull.post_cpu_s = time.perf_counter() - wall, time.thread_time() - cpu
+        if posted == "ERR":
             self.agent.release_xfer_handle(handle)
             raise TransferError("NIXL refused to post the READ")
         peer.inflight += 1

@@ -161,7 +161,7 @@ class PDWorker:
                 continue
             del self._pulls[rid]
             if state == "DONE":
-                self.stats.record_pull(pull.xfer_s, pull.nbytes, pull.descriptors)
+                self.stats.record_pull(pull.xfer_s, pull.nbytes, pull.descriptors, pull.post_s, pull.post_cpu_s)
                 self._records[rid] = PullRecord(pull.started, time.time(), pull.nbytes, pull.descriptors, ok=True)
                 recving.add(rid)
             else:

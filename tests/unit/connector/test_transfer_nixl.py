@@ -61,6 +61,7 @@ def test_pull_moves_the_blocks_and_delivers_the_notice_without_a_spinning_agent(
         proc.wait()
 
     assert state == "DONE"
+    assert 0 < pull.post_cpu_s <= pull.post_s < 10
     for layer in range(LAYERS):
         for lb in local:
             assert torch.equal(caches[layer][lb], torch.full(SHAPE[1:], 1.0 + layer))
