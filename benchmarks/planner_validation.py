@@ -23,13 +23,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from headline import MODEL
 
 from vllm_pd.latency import load_profile
 from vllm_pd.launcher import Deployment, ServerSpec, free_port
 from vllm_pd.launcher.topology import CPU_DEFAULT_ARGS
 from vllm_pd.planner.sim import SLO, InstanceConfig, simulate_colocated
-from headline import MODEL
-
 from vllm_pd.testing.tiny_model import make_tiny_model
 from vllm_pd.workloads import RequestSpec
 
