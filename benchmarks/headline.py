@@ -32,6 +32,7 @@ from vllm_pd.bench.summary import summarize_records
 from vllm_pd.bench.writer import read_records
 from vllm_pd.latency import decode_step_time, load_profile, prefill_time
 from vllm_pd.launcher import Deployment, ServerSpec, free_port
+from vllm_pd.launcher.command import cpu_has_native_bf16
 from vllm_pd.launcher.topology import CPU_DEFAULT_ARGS, Topology
 from vllm_pd.slo import SLO
 from vllm_pd.testing.tiny_model import TinyModelSpec, make_tiny_model
@@ -114,7 +115,8 @@ def profile_and_slos(args: argparse.Namespace, url: str, model: Path) -> None:
     """
     if not args.profile.is_file():
         print("profiling one server for the SLO rule and the goodput proxy's latency model", flush=True)
-        cli("profile", "--url", url, "--out", str(args.profile), "--model-config", str(model),
+        served = "bfloat16" if cpu_has_native_bf16() else "float32"  # the launcher's rule for float32 checkpoints
+        cli("profile", "--url", url, "--out", str(args.profile), "--model-config", str(model), "--dtype", served,
             "--prompt-lengths", "64,256,1024,2048", "--batch-sizes", "1,2", "--decode-batch-sizes", "1,4,16",
             "--context-lengths", "128,1024", "--repeats", "2", log=args.out / "profile.log")
     profile = load_profile(args.profile)

@@ -14,7 +14,7 @@ def test_profile_a_live_server(oracle: str, tiny_model: Path, tmp_path: Path) ->
     out = tmp_path / "profile.yaml"
     done = subprocess.run(
         [sys.executable, "-m", "vllm_pd.cli", "profile", "--url", oracle, "--out", str(out),
-         "--model-config", str(tiny_model), "--prompt-lengths", "16,256,1024", "--batch-sizes", "1,4",
+         "--model-config", str(tiny_model), "--dtype", "bfloat16", "--prompt-lengths", "16,256,1024", "--batch-sizes", "1,4",
          "--decode-batch-sizes", "1,4,16", "--context-lengths", "32,512", "--decode-tokens", "12", "--repeats", "2"],
         capture_output=True, text=True, timeout=600,
     )
@@ -24,7 +24,9 @@ def test_profile_a_live_server(oracle: str, tiny_model: Path, tmp_path: Path) ->
     profile = load_profile(out)
     assert profile.source == "fitted" and profile.fit is not None
     assert profile.fit.prefill_samples == 6 and profile.fit.decode_samples == 6
-    assert profile.kv_bytes_per_token == load_model_spec(tiny_model).kv_bytes_per_token()
+    # KV bytes follow the dtype served (--dtype), not the float32 checkpoint's.
+    assert profile.kv_bytes_per_token == load_model_spec(tiny_model, dtype="bfloat16").kv_bytes_per_token()
+    assert profile.kv_bytes_per_token * 2 == load_model_spec(tiny_model).kv_bytes_per_token()
     assert min(profile.prefill.a, profile.prefill.b, profile.prefill.c, profile.decode.a) >= 0
     # A real server takes longer to prefill 4 x 1024 tokens than one 16-token prompt.
     assert prefill_time(profile.prefill, [1024] * 4) > prefill_time(profile.prefill, [16])

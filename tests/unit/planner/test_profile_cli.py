@@ -47,3 +47,15 @@ def test_an_unreachable_server_is_named(tmp_path, capsys) -> None:
 
     assert code == 2
     assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_an_unknown_dtype_is_named_before_any_request(tmp_path, capsys) -> None:
+    config = tmp_path / "config.json"
+    config.write_text('{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,'
+                      ' "intermediate_size": 128, "vocab_size": 100, "torch_dtype": "float32"}')
+    code = main(["profile", "--url", "http://127.0.0.1:9", "--out", str(tmp_path / "p.yaml"),
+                 "--model-config", str(config), "--dtype", "float13"])
+
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown dtype 'float13'" in err and "cannot reach" not in err

@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--model", help="served model name (default: the server's first model)")
     add("--tokenizer", help="tokenizer directory for text prompts (default: token-id prompts or the model dir)")
     add("--model-config", help="config.json or model dir, to record KV bytes per token in the profile")
+    add("--dtype", help="the dtype the server runs (vLLM may downcast the checkpoint's; default: config.json's)")
     add("--prompt-lengths", type=_sizes, default=(16, 64, 256, 512, 1024), help="prefill prompt lengths")
     add("--batch-sizes", type=_sizes, default=(1, 2, 4), help="prefill batch sizes")
     add("--decode-batch-sizes", type=_sizes, default=(1, 2, 4, 8, 16), help="decode batch sizes")
@@ -74,7 +75,7 @@ async def _profile(args: argparse.Namespace) -> tuple[LatencyProfile, str]:
 
     sweep = Sweep(args.prompt_lengths, args.batch_sizes, args.decode_batch_sizes, args.context_lengths,
                   args.decode_tokens, args.repeats)
-    kv_bytes = load_model_spec(args.model_config).kv_bytes_per_token() if args.model_config else 0
+    kv_bytes = load_model_spec(args.model_config, dtype=args.dtype).kv_bytes_per_token() if args.model_config else 0
     timeout = aiohttp.ClientTimeout(total=args.timeout, connect=5)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         model, max_model_len = await _served_model(session, args.url, args.model)
