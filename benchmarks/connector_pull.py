@@ -125,9 +125,10 @@ def summarize(rows: list[dict[str, Any]], ceiling: list[dict[str, Any]]) -> list
                                "mib": statistics.median(r["bytes"] for r in mine) / 2**20,
                                "gbps": statistics.median(r["bytes"] for r in mine) / pull / 1e9,
                                "ttft_ms": 1e3 * statistics.median(r["ttft_s"] for r in mine)}
-        pd_rows = [r for r in rows if r["tokens"] == tokens and r["connector"] == "pd"]
-        line["pd"]["post_ms"] = 1e3 * statistics.median(r["post_s"] for r in pd_rows)
-        line["pd"]["post_cpu_share"] = statistics.median(r["post_cpu_s"] / max(r["post_s"], 1e-9) for r in pd_rows)
+            if connector == "pd":  # only PDConnector reports its post time and the CPU its thread got
+                line[connector]["post_ms"] = 1e3 * statistics.median(r["post_s"] for r in mine)
+                line[connector]["post_cpu_share"] = statistics.median(r["post_cpu_s"] / max(r["post_s"], 1e-9)
+                                                                      for r in mine)
         line["pull_ratio_pd_over_nixl"] = line["pd"]["pull_ms"] / line["nixl"]["pull_ms"]
         line["pd_share_of_ceiling"] = line["pd"]["gbps"] / best_gbps
         table.append(line)

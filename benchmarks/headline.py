@@ -32,7 +32,7 @@ from vllm_pd.bench.summary import summarize_records
 from vllm_pd.bench.writer import read_records
 from vllm_pd.latency import decode_step_time, load_profile, prefill_time
 from vllm_pd.launcher import Deployment, ServerSpec, free_port
-from vllm_pd.launcher.command import cpu_has_native_bf16
+from vllm_pd.launcher.command import cpu_dtype_for_float32_checkpoints
 from vllm_pd.launcher.topology import CPU_DEFAULT_ARGS, Topology
 from vllm_pd.slo import SLO
 from vllm_pd.testing.tiny_model import TinyModelSpec, make_tiny_model
@@ -106,6 +106,13 @@ def bench(args: argparse.Namespace, name: str, url: str, workload: Path) -> Path
     return run
 
 
+def idle_latencies(profile_path: Path) -> tuple[float, float]:
+    """The profiled idle prefill of the longest prompt and idle decode step of one request holding it (s)."""
+    profile = load_profile(profile_path)
+    longest = LONG_INPUT[1]
+    return prefill_time(profile.prefill, [longest]), decode_step_time(profile.decode, 1, longest)
+
+
 def profile_and_slos(args: argparse.Namespace, url: str, model: Path) -> None:
     """Fit the latency profile on one idle server (once), then fix any SLO not given by the rule.
 
@@ -115,16 +122,15 @@ def profile_and_slos(args: argparse.Namespace, url: str, model: Path) -> None:
     """
     if not args.profile.is_file():
         print("profiling one server for the SLO rule and the goodput proxy's latency model", flush=True)
-        served = "bfloat16" if cpu_has_native_bf16() else "float32"  # the launcher's rule for float32 checkpoints
-        cli("profile", "--url", url, "--out", str(args.profile), "--model-config", str(model), "--dtype", served,
+        cli("profile", "--url", url, "--out", str(args.profile), "--model-config", str(model),
+            "--dtype", cpu_dtype_for_float32_checkpoints(),
             "--prompt-lengths", "64,256,1024,2048", "--batch-sizes", "1,2", "--decode-batch-sizes", "1,4,16",
             "--context-lengths", "128,1024", "--repeats", "2", log=args.out / "profile.log")
-    profile = load_profile(args.profile)
-    longest = LONG_INPUT[1]
+    idle_ttft, idle_tpot = idle_latencies(args.profile)
     if args.ttft_slo is None:
-        args.ttft_slo = round(TTFT_FACTOR * prefill_time(profile.prefill, [longest]), 3)
+        args.ttft_slo = round(TTFT_FACTOR * idle_ttft, 3)
     if args.tpot_slo is None:
-        args.tpot_slo = round(TPOT_FACTOR * decode_step_time(profile.decode, 1, longest), 4)
+        args.tpot_slo = round(TPOT_FACTOR * idle_tpot, 4)
     print(f"SLOs: TTFT {args.ttft_slo} s, TPOT {args.tpot_slo} s", flush=True)
 
 
@@ -134,9 +140,7 @@ def slo_sweep(args: argparse.Namespace, runs: list[Path]) -> list[dict]:
     Exact for the round-robin setups; the goodput proxy's choices were made for the run's own SLOs, so
     its numbers under other SLOs show where the measured behaviour wins, not what the proxy would do there.
     """
-    profile = load_profile(args.profile)
-    idle_ttft = prefill_time(profile.prefill, [LONG_INPUT[1]])
-    idle_tpot = decode_step_time(profile.decode, 1, LONG_INPUT[1])
+    idle_ttft, idle_tpot = idle_latencies(args.profile)
     records = [r for run in runs for r in read_records(run)]
     rows = []
     for ttft_x in SWEEP_TTFT:

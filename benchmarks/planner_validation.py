@@ -27,6 +27,7 @@ from headline import MODEL
 
 from vllm_pd.latency import load_profile
 from vllm_pd.launcher import Deployment, ServerSpec, free_port
+from vllm_pd.launcher.command import cpu_dtype_for_float32_checkpoints
 from vllm_pd.launcher.topology import CPU_DEFAULT_ARGS
 from vllm_pd.planner.sim import SLO, InstanceConfig, simulate_colocated
 from vllm_pd.testing.tiny_model import make_tiny_model
@@ -89,7 +90,7 @@ def measure(args: argparse.Namespace, profile_path: Path) -> None:
     with Deployment([spec], args.out / "logs") as deployment:
         url = deployment.url("server")
         cli("profile", "--url", url, "--out", str(profile_path), "--model-config", str(model),
-            "--prompt-lengths", "16,64,256,512,1024", "--batch-sizes", "1,2,4,8",
+            "--dtype", cpu_dtype_for_float32_checkpoints(), "--prompt-lengths", "16,64,256,512,1024", "--batch-sizes", "1,2,4,8",
             "--decode-batch-sizes", "1,2,4,8,16,32,48,64", "--context-lengths", "64,256,1024",
             "--repeats", "3")
         cli("bench", "--url", url, "--workload", args.workload, "--rates", args.rates,

@@ -58,11 +58,19 @@ def server_argv(spec: ServerSpec, flavour: VllmFlavour | None) -> list[str]:
     if spec.kv_transfer_config is not None:
         argv += ["--kv-transfer-config", json.dumps(spec.kv_transfer_config)]
     dtype_given = any(a == "--dtype" or a.startswith("--dtype=") for a in spec.extra_args)
-    if flavour.is_cpu and not dtype_given and not cpu_has_native_bf16():
-        # vLLM runs float32 checkpoints in bfloat16 on a CPU; without AVX512-BF16 or AMX every bf16 matmul
-        # takes PyTorch's scalar fallback (measured: 84% of a prefill in bf16_dot_with_fp32_arith).
+    if flavour.is_cpu and not dtype_given and cpu_dtype_for_float32_checkpoints() == "float32":
         argv += ["--dtype", "float32"]
     return argv + list(spec.extra_args)
+
+
+def cpu_dtype_for_float32_checkpoints() -> str:
+    """The dtype a CPU server started by the launcher runs a float32 checkpoint in.
+
+    vLLM downcasts float32 checkpoints to bfloat16 on a CPU; without AVX512-BF16 or AMX every bf16 matmul
+    takes PyTorch's scalar fallback (measured: 84% of a prefill in bf16_dot_with_fp32_arith), so there
+    the launcher keeps float32.
+    """
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
 @functools.cache
