@@ -69,6 +69,17 @@ def run_while_killing(url: str, work: list[dict], deployment: Deployment, victim
         return [f.result() for f in futures]
 
 
+def assert_all_match(expected: list[dict], answers: list[httpx.Response]) -> None:
+    """Every request answered, each as the single instance answers it; a failure names the request and route."""
+    assert [a.status_code for a in answers] == [200] * REQUESTS, [a.text for a in answers if a.status_code != 200]
+    for i, (single, answer) in enumerate(zip(expected, answers, strict=True)):
+        route = {k: v for k, v in answer.headers.items() if k.lower().startswith("x-pd-")}
+        try:
+            assert_same_answer(single, answer.json())
+        except AssertionError as error:
+            raise AssertionError(f"request {i} ({route}) differs from the single instance") from error
+
+
 def test_killing_a_decode_server_mid_run_loses_no_request(
         failover_proxy: str, trio: Deployment, oracle: str, http: httpx.Client, tiny_model: Path) -> None:
     work = bodies(tiny_model, seed=100)
@@ -76,9 +87,7 @@ def test_killing_a_decode_server_mid_run_loses_no_request(
 
     answers = run_while_killing(failover_proxy, work, trio, "decode0")
 
-    assert [a.status_code for a in answers] == [200] * REQUESTS, [a.text for a in answers if a.status_code != 200]
-    for single, answer in zip(expected, answers, strict=True):
-        assert_same_answer(single, answer.json())
+    assert_all_match(expected, answers)
     after = http.post(failover_proxy + "/v1/completions", json=work[0])
     assert after.headers["X-PD-Decode"] == trio.url("decode1")
 
@@ -90,9 +99,7 @@ def test_killing_the_prefill_server_mid_run_falls_back_to_local_prefill(
 
     answers = run_while_killing(failover_proxy, work, trio, "prefill0")
 
-    assert [a.status_code for a in answers] == [200] * REQUESTS, [a.text for a in answers if a.status_code != 200]
-    for single, answer in zip(expected, answers, strict=True):
-        assert_same_answer(single, answer.json())
+    assert_all_match(expected, answers)
     routes = [a.headers["X-PD-Route"] for a in answers]
     assert routes[0] == "remote" and routes[-1] == "local"
     after = http.post(failover_proxy + "/v1/completions", json=work[0])
