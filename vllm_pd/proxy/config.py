@@ -80,6 +80,7 @@ class TimeoutConfig:
     first_token_s: float = 60.0  # decode leg until its first bytes
     read_s: float = 60.0  # longest silence between two decode chunks
     request_s: float = 600.0  # whole non-streamed decode leg
+    handoff_s: float = 10.0  # decode legs this young are retried when their prefill instance goes down
     health_s: float = 2.0
 
     def __post_init__(self) -> None:

@@ -13,13 +13,17 @@ import msgspec
 from aiohttp import web
 
 from vllm_pd.proxy.decode import DecodeFailed, DecodeResult, stream_decode, unary_decode
-from vllm_pd.proxy.policy import RequestInfo, Rejection, Route, usable
+from vllm_pd.proxy.policy import Rejection, RequestInfo, Route, usable
 from vllm_pd.proxy.prefill import PrefillFailed, run_prefill
 from vllm_pd.proxy.state import Exchange, Pool, ProxyState
 from vllm_pd.proxy.upstream import ClientSideError, UpstreamFailure
 from vllm_pd.proxy.wire import BadRequest, decode_body, parse_request
 
 STATE_KEY: web.AppKey[ProxyState] = web.AppKey("proxy_state", ProxyState)
+
+
+class HandoffLost(Exception):
+    """The prefill instance went down while the decoder was still waiting for its KV."""
 
 
 def error_response(status: int, message: str, request_id: str | None = None, **headers: str) -> web.Response:
@@ -129,6 +133,13 @@ async def serve(state: ProxyState, ex: Exchange, pool: Pool, request: web.Reques
             metrics.predicted_ttft.labels(route.kind).observe(route.estimate.ttft_s)
         try:
             result = await decode_leg(state, ex, route, params, request)
+        except HandoffLost:  # the decoder is fine: prefill again (elsewhere or locally) and decode there
+            assert route.prefill is not None
+            last = UpstreamFailure(route.prefill.url, "prefill instance went down during the KV handoff")
+            ex.excluded.add(route.prefill.url)
+            ex.failovers.append("handoff->retry")
+            metrics.failovers.labels("handoff_lost").inc()
+            continue
         except DecodeFailed as exc:
             last = exc.failure
         except UpstreamFailure as exc:
@@ -159,13 +170,27 @@ async def decode_leg(state: ProxyState, ex: Exchange, route: Route, params, requ
     predicted_step = state.predictor.step_s(inst, 1, ex.prompt_tokens + ex.req.output_tokens // 2)
     with contextlib.ExitStack() as held:
         held.enter_context(inst.decoding(ex.prompt_tokens, ex.req.output_tokens))
-        prefilling = held.enter_context(contextlib.ExitStack())
+        until_first = held.enter_context(contextlib.ExitStack())  # what holds until the first token
         if route.kind == "local":  # the decoder prefills until its first token
-            prefilling.enter_context(inst.prefilling(ex.prompt_tokens))
-        if ex.req.stream:
-            result = await stream_decode(state, ex, inst, body, headers, request, prefilling.close)
-        else:
-            result = await unary_decode(state, ex, inst, body, headers)
+            until_first.enter_context(inst.prefilling(ex.prompt_tokens))
+        try:
+            async with asyncio.timeout(None) as handoff:
+                with contextlib.ExitStack() as watched:
+                    if route.prefill is not None:  # cut short if the KV's source dies first
+                        watched.enter_context(route.prefill.handing_off(handoff))
+
+                    def first_token() -> None:
+                        until_first.close()
+                        watched.close()
+
+                    if ex.req.stream:
+                        result = await stream_decode(state, ex, inst, body, headers, request, first_token)
+                    else:
+                        result = await unary_decode(state, ex, inst, body, headers)
+        except TimeoutError:
+            if handoff.expired():
+                raise HandoffLost from None
+            raise
     if result.failed:
         inst.record_failure()
     else:

@@ -98,6 +98,8 @@ class HealthMonitor:
             await self._scrape(inst, session, timeout)
         if ok != was:
             log.warning("instance %s is now %s", inst.url, "healthy" if ok else "unhealthy")
+        if was and not ok and (cut := inst.fail_handoffs(self.state.config.timeouts.handoff_s)):
+            log.warning("retrying %d decode legs that were pulling KV from %s", cut, inst.url)
 
     async def _fetch_models(self, inst: Instance, session: aiohttp.ClientSession, timeout) -> None:
         try:

@@ -6,7 +6,9 @@ metrics, which lag and cause thundering herds; scraping only adds load that othe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -39,6 +41,7 @@ class Instance:
         self.models: frozenset[str] = frozenset()
         self.model_cards: list[dict] = []
         self.external_requests = 0  # running+waiting on the server that the proxy did not send
+        self._handoffs: dict[asyncio.Timeout, float] = {}  # decode legs pulling KV from here: when they began
 
     def __repr__(self) -> str:
         return f"Instance({self.url}, {self.role})"
@@ -73,6 +76,27 @@ class Instance:
             load.decode_requests -= 1
             load.context_tokens -= context
             load.remaining_tokens -= output_tokens
+
+    @contextlib.contextmanager
+    def handing_off(self, deadline: asyncio.Timeout) -> Iterator[None]:
+        """A decode leg waits for KV from this instance; ``fail_handoffs`` expires its ``deadline``."""
+        self._handoffs[deadline] = time.monotonic()
+        try:
+            yield
+        finally:
+            del self._handoffs[deadline]
+
+    def fail_handoffs(self, window_s: float) -> int:
+        """This instance went down: expire the decode legs that began pulling from it within ``window_s``.
+
+        A decoder pulling KV from a dead producer may never answer (vLLM's NixlConnector defers the
+        failure until the transfers to it finish); older legs have their KV already.
+        """
+        now, loop = time.monotonic(), asyncio.get_running_loop()
+        cut = [deadline for deadline, began in self._handoffs.items() if now - began <= window_s]
+        for deadline in cut:
+            deadline.reschedule(loop.time())
+        return len(cut)
 
     def observe_scrape(self, running: float, waiting: float) -> None:
         """Server-side counts from /metrics: anything beyond our own accounting came from elsewhere."""

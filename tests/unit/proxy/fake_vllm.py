@@ -29,6 +29,7 @@ class FakeVLLM:
     fail_status: int | None = None  # answer every generate call with this status
     fail_times: int | None = None  # ... only this many times (None: always)
     hang_s: float = 0.0  # sleep before answering a generate call
+    handoff_hang_s: float = 0.0  # ... a decode that pulls KV from a prefill (as from a dead producer)
     die_after_chunks: int | None = None  # streaming: drop the connection after this many chunks
     error_finish: bool = False  # answer 200 with finish_reason "error"
     healthy: bool = True
@@ -80,6 +81,8 @@ class FakeVLLM:
         try:
             if self.hang_s:
                 await asyncio.sleep(self.hang_s)
+            if self.handoff_hang_s and (body.get("kv_transfer_params") or {}).get("do_remote_prefill"):
+                await asyncio.sleep(self.handoff_hang_s)
             return await self._answer(request, body)
         finally:
             self.active -= 1

@@ -144,3 +144,40 @@ def test_an_instance_coming_back_is_used_again():
             used = {(await client.post("/v1/completions", json=BODY)).headers["X-PD-Prefill"] for _ in range(4)}
             assert used == {p0.url, p1.url}
     run(scenario)
+
+
+def test_a_decode_waiting_for_kv_from_a_prefill_that_died_is_retried_with_a_local_prefill():
+    async def scenario():
+        async with harness(prefill=1, local_prefill=False) as (client, [p], [d]):
+            d.handoff_hang_s = 30  # the pull from the dead producer never ends (vLLM's NixlConnector)
+            for n, stream in enumerate((False, True)):
+                p.healthy = True
+                while not state_of(client).instances[p.url].healthy:
+                    await asyncio.sleep(0.01)
+                d.seen.clear()
+                started = time.monotonic()
+                pending = asyncio.ensure_future(client.post("/v1/completions", json={**BODY, "stream": stream}))
+                while not d.seen:
+                    await asyncio.sleep(0.01)
+                p.healthy = False  # the next health check finds the prefill instance down
+                resp = await pending
+                assert resp.status == 200, await resp.text()
+                assert resp.headers["X-PD-Route"] == "local" and resp.headers["X-PD-Failover"] == "handoff->retry"
+                assert time.monotonic() - started < 3
+                assert "kv_transfer_params" in d.seen[0].body and "kv_transfer_params" not in d.seen[1].body
+                assert await metric(client, 'vllm_pd_failovers_total{kind="handoff_lost"}') == n + 1
+            assert state_of(client).instances[d.url].breaker.allows()  # the decoder was not blamed
+    run(scenario)
+
+
+def test_a_decode_older_than_the_handoff_window_is_left_to_finish():
+    async def scenario():
+        async with harness(prefill=1, local_prefill=False, timeouts=TimeoutConfig(handoff_s=0.1)) as (client, [p], [d]):
+            d.handoff_hang_s = 0.6  # a long decode whose KV arrived long ago
+            pending = asyncio.ensure_future(client.post("/v1/completions", json=BODY))
+            await asyncio.sleep(0.3)
+            p.healthy = False
+            resp = await pending
+            assert resp.status == 200 and resp.headers["X-PD-Route"] == "remote"
+            assert "X-PD-Failover" not in resp.headers and len(d.seen) == 1
+    run(scenario)
