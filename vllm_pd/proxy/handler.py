@@ -139,6 +139,8 @@ async def serve(state: ProxyState, ex: Exchange, pool: Pool, request: web.Reques
             ex.excluded.add(route.prefill.url)
             ex.failovers.append("handoff->retry")
             metrics.failovers.labels("handoff_lost").inc()
+            if not state.config.fallback_local and not usable(pool.prefills, frozenset(ex.excluded)):
+                break  # the user wants a hard failure rather than a prefill on the decoder
             continue
         except DecodeFailed as exc:
             last = exc.failure

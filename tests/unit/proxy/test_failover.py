@@ -181,3 +181,17 @@ def test_a_decode_older_than_the_handoff_window_is_left_to_finish():
             assert resp.status == 200 and resp.headers["X-PD-Route"] == "remote"
             assert "X-PD-Failover" not in resp.headers and len(d.seen) == 1
     run(scenario)
+
+
+def test_a_lost_handoff_is_a_hard_failure_when_local_fallback_is_off():
+    async def scenario():
+        async with harness(prefill=1, local_prefill=False, fallback_local=False) as (client, [p], [d]):
+            d.handoff_hang_s = 30
+            pending = asyncio.ensure_future(client.post("/v1/completions", json=BODY))
+            while not d.seen:
+                await asyncio.sleep(0.01)
+            p.healthy = False
+            resp = await pending
+            assert resp.status == 502 and "KV handoff" in await resp.text()
+            assert len(d.seen) == 1
+    run(scenario)
