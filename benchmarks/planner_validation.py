@@ -8,11 +8,6 @@
 4. Replay exactly the measured requests (arrival times and lengths) through the simulator's colocated
    instance with the fitted profile and the server's limits; compare.
 
-This machine's speed drifts (a fixed CPU probe ranged 90-118 ms within a minute), so a profile taken
-minutes before a rate's run may describe a faster or slower machine. Before the profile and before
-each rate the script times one fixed prefill and one fixed decode point on the idle server; the report
-gives the errors of the profile as fitted and of the profile rescaled by that drift.
-
 Run under the shared server lock:
 
     flock /tmp/vllm-pd-servers.lock python benchmarks/planner_validation.py --out validation/
@@ -21,24 +16,19 @@ Run under the shared server lock:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import aiohttp
-import msgspec
 import numpy as np
 from headline import MODEL
 
-from vllm_pd.bench.prompts import make_prompt_builder
-from vllm_pd.latency import LatencyProfile, load_profile
+from vllm_pd.latency import load_profile
 from vllm_pd.launcher import Deployment, ServerSpec, free_port
 from vllm_pd.launcher.command import cpu_dtype_for_float32_checkpoints
 from vllm_pd.launcher.topology import CPU_DEFAULT_ARGS
-from vllm_pd.planner.profiler.sweep import Profiler
 from vllm_pd.planner.sim import SLO, InstanceConfig, simulate_colocated
 from vllm_pd.testing.tiny_model import make_tiny_model
 from vllm_pd.workloads import RequestSpec
@@ -54,36 +44,10 @@ def cli(*argv: str) -> None:
         raise SystemExit(f"vllm-pd {argv[0]} failed ({done.returncode})")
 
 
-async def _probe(url: str, model: str) -> dict[str, float]:
-    """Seconds of one fixed prefill (2 x 512 tokens) and one decode step (8 x 256 context), medians of 5."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        profiler = Profiler(session, url, model, make_prompt_builder(model, None))
-        prefill = await profiler.prefill(512, 2, 5)
-        decode = await profiler.decode(256, 8, 24, 5)
-    return {"prefill_s": prefill.seconds, "decode_s": decode.seconds}
-
-
-def speed_probe(url: str, model: str) -> dict[str, float]:
-    probe = asyncio.run(_probe(url, model))
-    print(f"speed probe: prefill 2 x 512 {probe['prefill_s'] * 1e3:.1f} ms, "
-          f"decode 8 x 256 {probe['decode_s'] * 1e3:.2f} ms/step", flush=True)
-    return probe
-
-
-def rescaled(profile: LatencyProfile, at_profile: dict[str, float], now: dict[str, float]) -> LatencyProfile:
-    """The profile with prefill and decode times scaled by how much slower the probe ran now."""
-    def scale(coeffs, factor):
-        return msgspec.structs.replace(coeffs, a=coeffs.a * factor, b=coeffs.b * factor, c=coeffs.c * factor)
-
-    return msgspec.structs.replace(
-        profile, prefill=scale(profile.prefill, now["prefill_s"] / at_profile["prefill_s"]),
-        decode=scale(profile.decode, now["decode_s"] / at_profile["decode_s"]))
-
-
-def compare(records: list[dict], profile: LatencyProfile, slo: SLO) -> dict:
+def compare(records: list[dict], profile_path: Path, slo: SLO) -> dict:
     ok = [r for r in records if r["outcome"] == "ok"]
     specs = [RequestSpec(r["arrival_s"], r["input_tokens"], r["output_tokens"]) for r in records]
-    config = InstanceConfig(profile, KV_SLOTS, MAX_NUM_SEQS, MAX_BATCHED_TOKENS)
+    config = InstanceConfig(load_profile(profile_path), KV_SLOTS, MAX_NUM_SEQS, MAX_BATCHED_TOKENS)
     sim = simulate_colocated(specs, [config])
     real_met = [r["outcome"] == "ok" and r["ttft"] <= slo.ttft_s and (r.get("tpot") or 0) <= slo.tpot_s
                 for r in records]
@@ -123,54 +87,33 @@ def measure(args: argparse.Namespace, profile_path: Path) -> None:
                       extra_args=CPU_DEFAULT_ARGS + ("--max-model-len", str(MAX_MODEL_LEN), "--max-num-seqs",
                                                      str(MAX_NUM_SEQS), "--max-num-batched-tokens",
                                                      str(MAX_BATCHED_TOKENS)))
-    probes: dict[str, dict[str, float]] = {}
     with Deployment([spec], args.out / "logs") as deployment:
         url = deployment.url("server")
-        probes["profile"] = speed_probe(url, str(model))
         cli("profile", "--url", url, "--out", str(profile_path), "--model-config", str(model),
             "--dtype", cpu_dtype_for_float32_checkpoints(), "--prompt-lengths", "16,64,256,512,1024", "--batch-sizes", "1,2,4,8",
             "--decode-batch-sizes", "1,2,4,8,16,32,48,64", "--context-lengths", "64,256,1024",
             "--repeats", "3")
-        for rate in args.rates.split(","):
-            probes[rate] = speed_probe(url, str(model))
-            cli("bench", "--url", url, "--workload", args.workload, "--rates", rate,
-                "--num-requests", str(args.num_requests), "--ttft-slo", str(args.ttft_slo),
-                "--tpot-slo", str(args.tpot_slo), "--out", str(args.out / f"bench-{rate}"))
-    (args.out / "probes.json").write_text(json.dumps(probes, indent=2))
+        cli("bench", "--url", url, "--workload", args.workload, "--rates", args.rates,
+            "--num-requests", str(args.num_requests), "--ttft-slo", str(args.ttft_slo),
+            "--tpot-slo", str(args.tpot_slo), "--out", str(args.out / "bench"))
 
 
 def report(args: argparse.Namespace, profile_path: Path) -> None:
     """Replay each rate's measured requests through the simulator and print the errors."""
-    rows = [json.loads(line) for path in sorted(args.out.glob("bench*/requests.jsonl"))
-            for line in path.read_text().splitlines()]
-    probes_path = args.out / "probes.json"
-    probes = json.loads(probes_path.read_text()) if probes_path.is_file() else {}
-    profile = load_profile(profile_path)
+    rows = [json.loads(line) for line in (args.out / "bench" / "requests.jsonl").read_text().splitlines()]
     slo = SLO(args.ttft_slo, args.tpot_slo, 0.9)
     results = {}
     for rate in sorted({r["rate"] for r in rows}):
-        records = sorted((r for r in rows if r["rate"] == rate), key=lambda r: r["index"])
-        results[rate] = {"as_fitted": compare(records, profile, slo)}
-        probe = probes.get(f"{rate:g}")
-        if probe:
-            results[rate]["drift"] = {k: probe[k] / probes["profile"][k] for k in probe}
-            results[rate]["rescaled"] = compare(records, rescaled(profile, probes["profile"], probe), slo)
+        results[rate] = compare(sorted((r for r in rows if r["rate"] == rate), key=lambda r: r["index"]),
+                                profile_path, slo)
     (args.out / "validation.json").write_text(json.dumps(results, indent=2))
-    print("| rate req/s | profile | drift P / D | attainment real / sim (pp) | TTFT p50 ms real / sim (err) "
-          "| TPOT p50 ms real / sim (err) |")
-    print("|---|---|---|---|---|---|")
-    for rate, variants in results.items():
-        drift = variants.get("drift")
-        shown = f"{drift['prefill_s']:.2f} / {drift['decode_s']:.2f}" if drift else "-"
-        for name in ("as_fitted", "rescaled"):
-            if name not in variants:
-                continue
-            r = variants[name]
-            real, sim = r["real"], r["simulated"]
-            print(f"| {rate:g} | {name.replace('_', ' ')} | {shown} | {real['attainment']:.0%} / "
-                  f"{sim['attainment']:.0%} ({r['attainment_error_pp']:+.1f}) | {real['ttft_p50'] * 1e3:.1f} / "
-                  f"{sim['ttft_p50'] * 1e3:.1f} ({r['ttft_p50_error']:+.0%}) | {real['tpot_p50'] * 1e3:.2f} / "
-                  f"{sim['tpot_p50'] * 1e3:.2f} ({r['tpot_p50_error']:+.0%}) |")
+    print("| rate req/s | attainment real / sim (pp) | TTFT p50 ms real / sim (err) | TPOT p50 ms real / sim (err) |")
+    print("|---|---|---|---|")
+    for rate, r in results.items():
+        real, sim = r["real"], r["simulated"]
+        print(f"| {rate:g} | {real['attainment']:.0%} / {sim['attainment']:.0%} ({r['attainment_error_pp']:+.1f}) | "
+              f"{real['ttft_p50'] * 1e3:.1f} / {sim['ttft_p50'] * 1e3:.1f} ({r['ttft_p50_error']:+.0%}) | "
+              f"{real['tpot_p50'] * 1e3:.2f} / {sim['tpot_p50'] * 1e3:.2f} ({r['tpot_p50_error']:+.0%}) |")
 
 
 if __name__ == "__main__":
