@@ -170,29 +170,25 @@ async def decode_leg(state: ProxyState, ex: Exchange, route: Route, params, requ
     body = decode_body(ex.req, params)
     headers = _route_headers(ex, route)
     predicted_step = state.predictor.step_s(inst, 1, ex.prompt_tokens + ex.req.output_tokens // 2)
-    with contextlib.ExitStack() as held:
-        held.enter_context(inst.decoding(ex.prompt_tokens, ex.req.output_tokens))
-        until_first = held.enter_context(contextlib.ExitStack())  # what holds until the first token
-        if route.kind == "local":  # the decoder prefills until its first token
-            until_first.enter_context(inst.prefilling(ex.prompt_tokens))
-        try:
-            async with asyncio.timeout(None) as handoff:
-                with contextlib.ExitStack() as watched:
-                    if route.prefill is not None:  # cut short if the KV's source dies first
-                        watched.enter_context(route.prefill.handing_off(handoff))
-
-                    def first_token() -> None:
-                        until_first.close()
-                        watched.close()
-
-                    if ex.req.stream:
-                        result = await stream_decode(state, ex, inst, body, headers, request, first_token)
-                    else:
-                        result = await unary_decode(state, ex, inst, body, headers)
-        except TimeoutError:
-            if handoff.expired():
-                raise HandoffLost from None
-            raise
+    handoff: asyncio.Timeout | None = None  # expired by the health monitor if the KV's source dies first
+    try:
+        async with contextlib.AsyncExitStack() as held:
+            held.enter_context(inst.decoding(ex.prompt_tokens, ex.req.output_tokens))
+            if route.prefill is not None:
+                handoff = await held.enter_async_context(asyncio.timeout(None))
+            until_first = held.enter_context(contextlib.ExitStack())  # what holds until the first token
+            if route.kind == "local":  # the decoder prefills until its first token
+                until_first.enter_context(inst.prefilling(ex.prompt_tokens))
+            if handoff is not None:
+                until_first.enter_context(route.prefill.handing_off(handoff))
+            if ex.req.stream:
+                result = await stream_decode(state, ex, inst, body, headers, request, until_first.close)
+            else:
+                result = await unary_decode(state, ex, inst, body, headers)
+    except TimeoutError:
+        if handoff is not None and handoff.expired():
+            raise HandoffLost from None
+        raise
     if result.failed:
         inst.record_failure()
     else:
