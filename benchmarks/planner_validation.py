@@ -4,9 +4,11 @@
    size keeps the server's time in the model: with the tiny test model a decode step takes ~2 ms and
    the HTTP and streaming work around each token, which the simulator does not model, dominates.
 2. ``vllm-pd profile`` it: fitted DistServe-form coefficients.
-3. ``vllm-pd bench`` it at a few rates with a seeded workload: measured TTFT, TPOT, attainment.
+3. ``vllm-pd bench`` it at a few rates with a seeded workload, twice (the same requests, back to back):
+   measured TTFT, TPOT, attainment, and how far two runs of the same server disagree. That spread is
+   the floor under any prediction's error on this machine.
 4. Replay exactly the measured requests (arrival times and lengths) through the simulator's colocated
-   instance with the fitted profile and the server's limits; compare.
+   instance with the fitted profile and the server's limits; compare with each run.
 
 Run under the shared server lock:
 
@@ -34,6 +36,7 @@ from vllm_pd.testing.tiny_model import make_tiny_model
 from vllm_pd.workloads import RequestSpec
 
 MAX_NUM_SEQS, MAX_BATCHED_TOKENS, MAX_MODEL_LEN = 64, 2048, 2048
+RUNS = ("first", "second")  # the same requests sent twice to the same server
 KV_SLOTS = 1_000_000  # 64 sequences x 2048 tokens never fill the CPU KV cache: no preemption to model
 
 
@@ -93,27 +96,39 @@ def measure(args: argparse.Namespace, profile_path: Path) -> None:
             "--dtype", cpu_dtype_for_float32_checkpoints(), "--prompt-lengths", "16,64,256,512,1024", "--batch-sizes", "1,2,4,8",
             "--decode-batch-sizes", "1,2,4,8,16,32,48,64", "--context-lengths", "64,256,1024",
             "--repeats", "3")
-        cli("bench", "--url", url, "--workload", args.workload, "--rates", args.rates,
+        cli("bench", "--compare", *(f"{run}={url}" for run in RUNS), "--workload", args.workload, "--rates", args.rates,
             "--num-requests", str(args.num_requests), "--ttft-slo", str(args.ttft_slo),
             "--tpot-slo", str(args.tpot_slo), "--out", str(args.out / "bench"))
 
 
 def report(args: argparse.Namespace, profile_path: Path) -> None:
-    """Replay each rate's measured requests through the simulator and print the errors."""
+    """Replay each run's measured requests through the simulator and print the errors and the run spread."""
     rows = [json.loads(line) for line in (args.out / "bench" / "requests.jsonl").read_text().splitlines()]
     slo = SLO(args.ttft_slo, args.tpot_slo, 0.9)
-    results = {}
+    runs = sorted({r["endpoint"] for r in rows}, key=lambda e: RUNS.index(e) if e in RUNS else len(RUNS))
+    results: dict[str, dict] = {}
     for rate in sorted({r["rate"] for r in rows}):
-        results[rate] = compare(sorted((r for r in rows if r["rate"] == rate), key=lambda r: r["index"]),
-                                profile_path, slo)
+        by_run = {run: compare(sorted((r for r in rows if r["rate"] == rate and r["endpoint"] == run),
+                                      key=lambda r: r["index"]), profile_path, slo) for run in runs}
+        results[f"{rate:g}"] = by_run
     (args.out / "validation.json").write_text(json.dumps(results, indent=2))
-    print("| rate req/s | attainment real / sim (pp) | TTFT p50 ms real / sim (err) | TPOT p50 ms real / sim (err) |")
-    print("|---|---|---|---|")
-    for rate, r in results.items():
-        real, sim = r["real"], r["simulated"]
-        print(f"| {rate:g} | {real['attainment']:.0%} / {sim['attainment']:.0%} ({r['attainment_error_pp']:+.1f}) | "
-              f"{real['ttft_p50'] * 1e3:.1f} / {sim['ttft_p50'] * 1e3:.1f} ({r['ttft_p50_error']:+.0%}) | "
-              f"{real['tpot_p50'] * 1e3:.2f} / {sim['tpot_p50'] * 1e3:.2f} ({r['tpot_p50_error']:+.0%}) |")
+    print("| rate req/s | run | attainment real / sim (pp) | TTFT p50 ms real / sim (err) | TPOT p50 ms real / sim (err) |")
+    print("|---|---|---|---|---|")
+    for rate, by_run in results.items():
+        for run, r in by_run.items():
+            real, sim = r["real"], r["simulated"]
+            print(f"| {rate} | {run} | {real['attainment']:.0%} / {sim['attainment']:.0%} "
+                  f"({r['attainment_error_pp']:+.1f}) | {real['ttft_p50'] * 1e3:.1f} / {sim['ttft_p50'] * 1e3:.1f} "
+                  f"({r['ttft_p50_error']:+.0%}) | {real['tpot_p50'] * 1e3:.2f} / {sim['tpot_p50'] * 1e3:.2f} "
+                  f"({r['tpot_p50_error']:+.0%}) |")
+    if len(runs) == 2:
+        print("\nTwo runs of the same requests on the same server (second against first):\n")
+        print("| rate req/s | attainment (pp) | TTFT p50 | TPOT p50 |")
+        print("|---|---|---|---|")
+        for rate, by_run in results.items():
+            a, b = (by_run[run]["real"] for run in runs)
+            print(f"| {rate} | {100 * (b['attainment'] - a['attainment']):+.1f} | "
+                  f"{b['ttft_p50'] / a['ttft_p50'] - 1:+.0%} | {b['tpot_p50'] / a['tpot_p50'] - 1:+.0%} |")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pytest
 
 from vllm_pd.launcher import Deployment, PortInUse, ServerFailed, ServerSpec, command, free_ports
 from vllm_pd.launcher.command import VllmFlavour, server_argv, server_env
+from vllm_pd.launcher.handoff import handoff_pairs, warm_handoff
 from vllm_pd.launcher.process import ServerProcess
 from vllm_pd.launcher.topology import Topology
 
@@ -212,3 +213,93 @@ def test_a_server_that_fails_its_warm_up_is_named_with_the_answer(tmp_path: Path
         server.reap(time.monotonic() + 2)
     assert failed.value.name == "decode0"
     assert "answered its warm-up request with HTTP 500: {\"error\": \"no KV cache\"}" in str(failed.value)
+
+
+# A stand-in for either leg of a P/D pair: a prefill (body has do_remote_decode) is answered with
+# kv_transfer_params; a decode fails with HTTP 500 (as vLLM does when its pull fails) ``failures`` times.
+PD_API = textwrap.dedent("""
+    import http.server, json, sys
+    port, failures = int(sys.argv[1]), int(sys.argv[2])
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.reply(200, {"data": [{"id": "tiny"}]})
+        def do_POST(self):
+            global failures
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            print(json.dumps(body), flush=True)
+            if body["kv_transfer_params"].get("do_remote_decode"):
+                self.reply(200, {"kv_transfer_params": {"remote_block_ids": [1]}})
+            elif failures > 0:
+                failures -= 1
+                self.reply(500, {"error": "handshake_setup_failed"})
+            else:
+                self.reply(200, {"choices": [{"text": "ok"}]})
+        def reply(self, status, body):
+            data = json.dumps(body).encode()
+            self.send_response(status); self.send_header("Content-Length", str(len(data))); self.end_headers()
+            self.wfile.write(data)
+        def log_message(self, *a): pass
+    http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+""")
+
+
+@pytest.fixture
+def stand_in_pair(tmp_path: Path):
+    """Start a stand-in (prefill, decode) whose decode fails its first ``failures`` pulls."""
+    started: list[ServerProcess] = []
+
+    def start(failures: int) -> tuple[ServerProcess, ServerProcess]:
+        for name, role, n in (("prefill0", "kv_producer", 0), ("decode0", "kv_consumer", failures)):
+            (port,) = free_ports(1)
+            spec = ServerSpec(name=name, role="single", model="/m", port=port,
+                              kv_transfer_config={"kv_connector": "NixlConnector", "kv_role": role},
+                              side_channel_port=free_ports(1)[0])
+            server = ServerProcess(spec, [sys.executable, "-c", PD_API, str(port), str(n)], {}, tmp_path / f"{name}.log")
+            server.start()
+            started.append(server)
+        for server in started:
+            deadline = time.monotonic() + 10
+            while not server.is_healthy() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        return started[0], started[1]
+
+    yield start
+    for server in started:
+        server.terminate()
+        server.reap(time.monotonic() + 2)
+
+
+def test_handoff_pairs_are_every_producer_with_every_other_consumer() -> None:
+    def server(name: str, role: str | None) -> ServerProcess:
+        config = {"kv_connector": "PDConnector", "kv_role": role} if role else None
+        spec = ServerSpec(name=name, role="single", model="/m", port=1000 + len(name), kv_transfer_config=config,
+                          side_channel_port=2000 if config else None)
+        return ServerProcess(spec, [], {}, Path("/dev/null"))
+
+    p, d, b1, b2, plain = (server("p", "kv_producer"), server("dd", "kv_consumer"), server("bbb", "kv_both"),
+                           server("bbbb", "kv_both"), server("ppppp", None))
+    pairs = {(a.spec.name, c.spec.name) for a, c in handoff_pairs([p, d, b1, b2, plain])}
+    assert pairs == {("p", "dd"), ("p", "bbb"), ("p", "bbbb"), ("bbb", "dd"), ("bbb", "bbbb"), ("bbbb", "dd"),
+                     ("bbbb", "bbb")}
+
+
+def test_a_failed_first_pull_is_retried_with_the_prefills_kv_transfer_params(stand_in_pair, tmp_path: Path) -> None:
+    prefill, decode = stand_in_pair(failures=2)
+
+    warm_handoff(prefill, decode, timeout=10, attempts=3, pause_s=0.01)
+
+    decodes = [json.loads(line) for line in (tmp_path / "decode0.log").read_text().splitlines()]
+    assert len(decodes) == 3  # two failed pulls, then the one that took the KV over
+    assert all(body["kv_transfer_params"] == {"remote_block_ids": [1]} for body in decodes)
+    assert all(body["model"] == "tiny" for body in decodes)
+
+
+def test_a_pair_that_never_hands_over_fails_naming_both_servers(stand_in_pair) -> None:
+    prefill, decode = stand_in_pair(failures=5)
+
+    with pytest.raises(ServerFailed) as failed:
+        warm_handoff(prefill, decode, timeout=10, attempts=2, pause_s=0.01)
+
+    assert failed.value.name == "decode0"
+    assert "could not take over KV from prefill0 in 2 tries" in str(failed.value)
+    assert "HTTP 500" in str(failed.value) and "handshake_setup_failed" in str(failed.value)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from vllm_pd.launcher.command import detect_vllm, server_argv, server_env
+from vllm_pd.launcher.handoff import handoff_pairs, warm_handoff
 from vllm_pd.launcher.ports import check_ports_free
 from vllm_pd.launcher.process import ServerFailed, ServerProcess
 from vllm_pd.launcher.spec import ServerSpec
@@ -19,7 +20,7 @@ from vllm_pd.launcher.spec import ServerSpec
 
 class Deployment:
     """Start ``specs`` as subprocesses, wait until each answers its health probe (a vLLM server also a
-    warm-up request), stop all on exit.
+    warm-up request, and each prefill->decode pair one KV handoff), stop all on exit.
 
     If any server dies or misses ``startup_timeout``, every server is stopped and ``ServerFailed`` names
     the failing one with its log tail. Servers listed in ``after`` start only once the others are
@@ -53,15 +54,17 @@ class Deployment:
         needs_vllm = any(s.command is None for s in self.specs)
         flavour = detect_vllm() if needs_vllm else None
         try:
-            first = [s for s in self.specs if s.role != "proxy"]
-            later = [s for s in self.specs if s.role == "proxy"]
-            for group in (first, later):
-                for spec in group:
-                    self._spawn(spec, flavour)
-                self._wait_healthy([self.servers[s.name] for s in group])
+            self._start_group([s for s in self.specs if s.role != "proxy"], flavour)
+            self._warm_handoffs()
+            self._start_group([s for s in self.specs if s.role == "proxy"], flavour)
         except BaseException:
             self.stop()
             raise
+
+    def _start_group(self, specs: list[ServerSpec], flavour) -> None:
+        for spec in specs:
+            self._spawn(spec, flavour)
+        self._wait_healthy([self.servers[s.name] for s in specs])
 
     def _spawn(self, spec: ServerSpec, flavour) -> None:
         argv = server_argv(spec, flavour)
@@ -96,6 +99,12 @@ class Deployment:
                                        f"not healthy after {self.startup_timeout:.0f} s", server.log_tail())
                 if pending:
                     time.sleep(0.5)
+
+    def _warm_handoffs(self) -> None:
+        for prefill, decode in handoff_pairs(list(self.servers.values())):
+            if self.progress:
+                self.console.print(f"{decode.spec.name}: first KV handoff from {prefill.spec.name}")
+            warm_handoff(prefill, decode, timeout=min(self.startup_timeout, 120.0))
 
     def url(self, name: str) -> str:
         return self.servers[name].spec.url

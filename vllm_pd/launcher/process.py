@@ -66,7 +66,7 @@ class ServerProcess:
         asks for logprobs: 2 s on an idle CPU box, 20 s on a loaded one, enough for a first request to miss
         a proxy's prefill timeout or NixlConnector's 30 s lease. Paid here, it stays off client requests.
         """
-        body = json.dumps({"model": self._served_model(timeout), "prompt": list(range(1, 9)), "max_tokens": 2,
+        body = json.dumps({"model": self.served_model(timeout), "prompt": list(range(1, 9)), "max_tokens": 2,
                            "temperature": 0, "logprobs": 1}).encode()
         request = urllib.request.Request(self.spec.url + "/v1/completions", data=body,
                                          headers={"Content-Type": "application/json"})
@@ -79,7 +79,7 @@ class ServerProcess:
         except (urllib.error.URLError, OSError) as exc:
             raise ServerFailed(self.spec.name, f"did not answer its warm-up request: {exc}", self.log_tail()) from None
 
-    def _served_model(self, timeout: float) -> str:
+    def served_model(self, timeout: float) -> str:
         try:
             with urllib.request.urlopen(self.spec.url + "/v1/models", timeout=timeout) as resp:
                 return json.load(resp)["data"][0]["id"]

@@ -39,6 +39,7 @@ class DecodeResult:
     output_tokens: int
     prompt_tokens: int | None
     failed: bool = False
+    client_left: bool = False  # the client hung up mid-stream: neither a failure nor an SLO outcome
     handoff: PDHandoff | None = None
 
 
@@ -78,13 +79,16 @@ async def stream_decode(state: ProxyState, ex: Exchange, inst: Instance, body: b
         on_first_chunk()
         out = web.StreamResponse(status=200, headers=headers)
         out.content_type = upstream.headers.get("Content-Type", "text/event-stream").split(";")[0]
-        await out.prepare(request)
-        await out.write(first)
-        ex.stop_clock()
-        stats = StreamStats(first_at)
-        stats.see(first)
-        clean = await _relay(upstream, out, stats, inst.url)
-        await out.write_eof()
+        try:
+            await out.prepare(request)
+            await out.write(first)
+            ex.stop_clock()
+            stats = StreamStats(first_at)
+            stats.see(first)
+            clean = await _relay(upstream, out, stats, inst.url)
+            await out.write_eof()
+        except ConnectionResetError:  # the client left; closing the upstream below aborts the request in vLLM
+            return DecodeResult(out, None, None, 0, None, client_left=True)
         return _stream_result(ex, out, stats, first_at, failed=not clean or stats.errored)
     finally:
         if clean:
@@ -109,7 +113,7 @@ async def _first_chunk(ex: Exchange, upstream: aiohttp.ClientResponse, url: str,
 async def _relay(upstream: aiohttp.ClientResponse, out: web.StreamResponse, stats: StreamStats, url: str) -> bool:
     """Pass chunks through until the decoder ends the stream; False if it failed midway.
 
-    Only upstream read errors are handled here; a failed write (the client left) propagates.
+    Only upstream read errors are handled here; a failed write (the client left) propagates to the caller.
     """
     while True:
         try:

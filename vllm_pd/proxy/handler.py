@@ -201,6 +201,9 @@ async def decode_leg(state: ProxyState, ex: Exchange, route: Route, params, requ
 def account(state: ProxyState, ex: Exchange, route: Route, result: DecodeResult) -> None:
     """Metrics and SLO outcome of a finished request."""
     m = state.metrics
+    if result.client_left:
+        m.outcome("cancelled")
+        return
     if result.response.status != 200:
         m.outcome("client_error")
         return

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
+from types import SimpleNamespace
+
+from aiohttp import ClientConnectionResetError, web
 
 from tests.unit.proxy.conftest import harness, run, state_of
+from vllm_pd.proxy import decode
 from vllm_pd.proxy.config import TimeoutConfig
 
 BODY = {"model": "tiny", "prompt": "hello there", "max_tokens": 4}
@@ -118,6 +123,32 @@ def test_client_disconnect_cancels_the_decode_leg():
             assert all(i.load.decode_requests == 0 for i in state.instances.values())
             assert await metric(client, 'vllm_pd_requests_total{outcome="cancelled"}') == 1
     run(scenario)
+
+
+class _ClientGoneStream(web.StreamResponse):
+    """The client's transport is already closing when the proxy writes (aiohttp has not cancelled yet)."""
+
+    async def write(self, data: bytes) -> None:
+        raise ClientConnectionResetError("Cannot write to closing transport")
+
+
+def test_a_write_to_a_client_that_left_ends_the_leg_quietly(monkeypatch, caplog):
+    monkeypatch.setattr(decode, "web", SimpleNamespace(StreamResponse=_ClientGoneStream, Response=web.Response))
+
+    async def scenario():
+        async with harness(decode=1) as (client, _, [d]):
+            d.chunk_delay_s = 0.2
+            await client.post("/v1/completions", json={**BODY, "max_tokens": 100, "stream": True})
+            for _ in range(50):
+                if d.active == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert d.active == 0, "the decode leg still runs upstream"
+            assert await metric(client, 'vllm_pd_requests_total{outcome="cancelled"}') == 1
+            assert await metric(client, 'vllm_pd_requests_total{outcome="failed"}') == 0
+    run(scenario)
+    # A client hanging up is routine: no "Error handling request" traceback in the proxy's log.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_the_only_decode_instance_is_not_blacked_out_by_its_breaker():
