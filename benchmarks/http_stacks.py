@@ -1,0 +1,217 @@
+"""CPU per request of the proxy's HTTP work on candidate stacks, before anything else is built on one.
+
+Each candidate is the least a P/D proxy does per non-streamed request: read the client's JSON body,
+POST a prefill leg upstream, decode its ``kv_transfer_params``, POST the decode leg, return its body.
+The upstream is one fake vLLM answering at once. The client sends requests one at a time, so the
+proxy's CPU time per request (user + system, all its threads, from /proc) is its cost, with no
+queueing in it. Stacks: aiohttp server and client (what ``vllm-pd proxy`` runs on); granian's RSGI
+server (Rust, hyper) with aiohttp's client; granian with pyreqwest's client (Rust, reqwest).
+
+    python benchmarks/http_stacks.py --requests 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import msgspec
+import psutil
+
+STACKS = ("aiohttp", "granian+aiohttp", "granian+pyreqwest")
+PREFILL_REPLY = msgspec.json.encode({"id": "cmpl-1", "choices": [{"text": "x", "index": 0, "finish_reason": "length"}],
+                                     "kv_transfer_params": {"remote_engine_id": "e" * 36, "remote_block_ids": [1, 2, 3],
+                                                            "remote_host": "127.0.0.1", "remote_port": 5600}})
+DECODE_REPLY = msgspec.json.encode({"id": "cmpl-1", "choices": [{"text": "hello " * 16, "index": 0,
+                                                                 "finish_reason": "length"}],
+                                    "usage": {"prompt_tokens": 512, "completion_tokens": 16, "total_tokens": 528}})
+CLIENT_BODY = msgspec.json.encode({"model": "m", "prompt": "word " * 400, "max_tokens": 16, "temperature": 0})
+
+
+class _Params(msgspec.Struct):
+    kv_transfer_params: dict | None = None
+
+
+_params = msgspec.json.Decoder(_Params)
+
+
+def leg_bodies(client_body: bytes) -> tuple[bytes, Callable[[bytes], bytes]]:
+    """The prefill leg's body, and how the decode leg's body follows from the prefill's answer."""
+    request = msgspec.json.decode(client_body)
+    prefill = msgspec.json.encode({**request, "max_tokens": 1, "kv_transfer_params": {"do_remote_decode": True}})
+    return prefill, lambda reply: msgspec.json.encode({**request,
+                                                       "kv_transfer_params": _params.decode(reply).kv_transfer_params})
+
+
+def serve_upstream(port: int) -> None:
+    from aiohttp import web
+
+    async def completions(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.Response(body=PREFILL_REPLY if b"do_remote_decode" in body else DECODE_REPLY,
+                            content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", completions)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def aiohttp_client():
+    import aiohttp
+
+    session: aiohttp.ClientSession | None = None
+
+    async def post(url: str, body: bytes) -> bytes:
+        nonlocal session
+        if session is None:
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100), auto_decompress=False,
+                                            cookie_jar=aiohttp.DummyCookieJar())
+        async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp:
+            return await resp.read()
+    return post
+
+
+def pyreqwest_client():
+    from pyreqwest.client import ClientBuilder
+
+    client = None
+
+    async def post(url: str, body: bytes) -> bytes:
+        nonlocal client
+        if client is None:
+            client = ClientBuilder().max_connections(100).build()
+        resp = await client.post(url).header("Content-Type", "application/json").body_bytes(body).build().send()
+        return bytes(await resp.bytes())
+    return post
+
+
+def make_proxy(post, upstream: str):
+    url = upstream + "/v1/completions"
+
+    async def handle(body: bytes) -> bytes:
+        prefill, decode_body = leg_bodies(body)
+        return await post(url, decode_body(await post(url, prefill)))
+    return handle
+
+
+def serve_proxy(stack: str, port: int, upstream: str) -> None:
+    server, _, client = stack.partition("+")
+    handle = make_proxy(pyreqwest_client() if client == "pyreqwest" else aiohttp_client(), upstream)
+    if server == "aiohttp":
+        import uvloop
+        from aiohttp import web
+
+        async def completions(request: web.Request) -> web.Response:
+            return web.Response(body=await handle(await request.read()), content_type="application/json")
+
+        app = web.Application()
+        app.router.add_post("/v1/completions", completions)
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+        return
+    import uvloop
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    async def rsgi_app(scope, protocol) -> None:
+        body = await handle(await protocol())
+        protocol.response_bytes(200, [("content-type", "application/json")], body)
+
+    uvloop.run(Server(rsgi_app, address="127.0.0.1", port=port, interface=Interfaces.RSGI, runtime_threads=1,
+                      log_enabled=False).serve())
+
+
+def wait_listening(port: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("POST", "/v1/completions", body=CLIENT_BODY, headers={"Content-Type": "application/json"})
+            if conn.getresponse().read():
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"nothing answered on port {port} within {timeout_s:.0f} s")
+
+
+def tree_cpu_s(proc: psutil.Process) -> float:
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        times = p.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def measure(stack: str, upstream: str, requests: int, warmup: int) -> tuple[float, float]:
+    """(proxy CPU ms per request, wall ms per request) at concurrency 1."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", stack, "--port", str(port), "--upstream", upstream])
+    try:
+        wait_listening(port)
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        headers = {"Content-Type": "application/json"}
+        for _ in range(warmup):
+            conn.request("POST", "/v1/completions", body=CLIENT_BODY, headers=headers)
+            conn.getresponse().read()
+        ps = psutil.Process(proc.pid)
+        cpu0, wall0 = tree_cpu_s(ps), time.perf_counter()
+        for _ in range(requests):
+            conn.request("POST", "/v1/completions", body=CLIENT_BODY, headers=headers)
+            reply = conn.getresponse().read()
+        cpu, wall = tree_cpu_s(ps) - cpu0, time.perf_counter() - wall0
+        if reply != DECODE_REPLY:
+            raise SystemExit(f"{stack}: the proxy answered {reply[:200]!r}, not the decode leg's answer")
+        return 1e3 * cpu / requests, 1e3 * wall / requests
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3, help="stacks measured in turn, this many times")
+    parser.add_argument("--serve", choices=STACKS, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_proxy(args.serve, args.port, args.upstream)
+        return
+    port = free_port()
+    upstream = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
+                                 f"import http_stacks; http_stacks.serve_upstream({port})"])
+    try:
+        wait_listening(port)
+        results: dict[str, list[tuple[float, float]]] = {s: [] for s in STACKS}
+        for _ in range(args.rounds):  # interleaved, so that a drift of the host's speed hits every stack alike
+            for stack in STACKS:
+                results[stack].append(measure(stack, f"http://127.0.0.1:{port}", args.requests, args.warmup))
+    finally:
+        upstream.terminate()
+        upstream.wait(10)
+    base = min(cpu for cpu, _ in results["aiohttp"])
+    print("| stack | proxy CPU ms/request (best of rounds) | all rounds | ratio to aiohttp | wall ms/request |")
+    print("|---|---|---|---|---|")
+    for stack, rows in results.items():
+        best = min(cpu for cpu, _ in rows)
+        print(f"| {stack} | {best:.3f} | {', '.join(f'{c:.3f}' for c, _ in rows)} | {best / base:.2f} | "
+              f"{min(w for _, w in rows):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
