@@ -10,6 +10,7 @@ from vllm_pd.proxy.handler import STATE_KEY, error_response, make_handler
 from vllm_pd.proxy.health import HealthMonitor
 from vllm_pd.proxy.state import ProxyState
 from vllm_pd.proxy.upstream import open_session
+from vllm_pd.proxy.warmup import PairWarmer
 from vllm_pd.proxy.wire import CHAT, COMPLETIONS
 
 _MONITOR_KEY: web.AppKey[HealthMonitor] = web.AppKey("health_monitor", HealthMonitor)
@@ -56,7 +57,7 @@ async def _open(app: web.Application) -> None:
     state = app[STATE_KEY]
     for url in state.instances:
         state.sessions[url] = open_session(state.config)
-    monitor = HealthMonitor(state)
+    monitor = HealthMonitor(state, PairWarmer(state) if state.config.warm_pairs else None)
     app[_MONITOR_KEY] = monitor
     await monitor.start()
 

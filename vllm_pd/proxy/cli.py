@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="never choose prefill on the decode instance up front")
     add("--no-fallback-local", dest="fallback_local", action="store_const", const=False,
         help="fail the request instead of prefilling on the decode instance when every prefill fails")
+    add("--no-warm-pairs", dest="warm_pairs", action="store_const", const=False,
+        help="do not send each prefill/decode pair a one-token request when both are up (their first KV "
+             "handoff, which pays the connector's handshake, is then paid by a client)")
     add("--latency-profile", metavar="FILE", help="latency coefficients (YAML/JSON, vllm_pd.latency format)")
     add("--tokenizer", metavar="PATH", help="tokenizer.json or model directory for exact prompt counts")
     add("--api-key", help="require 'Authorization: Bearer KEY' from clients")
@@ -39,7 +42,7 @@ def config_from_args(args: argparse.Namespace) -> ProxyConfig:
         "prefill": args.prefill, "decode": args.decode, "both": args.both,
         "host": args.host, "port": args.port, "policy": args.policy, "admission": args.admission,
         "slo.ttft_s": args.ttft_slo, "slo.tpot_s": args.tpot_slo,
-        "local_prefill": args.local_prefill, "fallback_local": args.fallback_local,
+        "local_prefill": args.local_prefill, "fallback_local": args.fallback_local, "warm_pairs": args.warm_pairs,
         "latency_profile": args.latency_profile, "tokenizer": args.tokenizer, "api_key": args.api_key,
         "timeouts.prefill_s": getattr(args, "timeouts.prefill_s"),
     }

@@ -120,6 +120,7 @@ class ProxyConfig:
     local_prefill: bool = True  # allow the decode instance to prefill when predicted better
     local_stall_budget: float = 4.0  # a local prefill may stall the decoder <= this many TPOT SLOs
     fallback_local: bool = True  # prefill failed everywhere -> prefill on the decode instance
+    warm_pairs: bool = True  # make each pair's first KV handoff (the connector's handshake) before clients do
     max_prefill_attempts: int = 2  # remote prefill instances tried per request
     max_decode_attempts: int = 2  # decode instances tried per request before the first token
     latency_profile: str | None = None

@@ -16,6 +16,7 @@ import msgspec
 
 from vllm_pd.proxy.instance import Instance
 from vllm_pd.proxy.state import ProxyState
+from vllm_pd.proxy.warmup import PairWarmer
 
 log = logging.getLogger(__name__)
 _RUNNING = b"vllm:num_requests_running"
@@ -43,8 +44,9 @@ def parse_request_counts(text: bytes) -> tuple[float, float]:
 
 
 class HealthMonitor:
-    def __init__(self, state: ProxyState) -> None:
+    def __init__(self, state: ProxyState, warmer: PairWarmer | None = None) -> None:
         self.state = state
+        self.warmer = warmer  # told after each round, so that a pair is warmed once both sides are up
         self._task: asyncio.Task | None = None
         self._last_scrape = 0.0
 
@@ -58,6 +60,8 @@ class HealthMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self.warmer is not None:
+            await self.warmer.stop()
 
     async def _loop(self) -> None:
         while True:
@@ -72,6 +76,8 @@ class HealthMonitor:
         if scrape:
             self._last_scrape = time.monotonic()
         await asyncio.gather(*(self._check(inst, scrape) for inst in self.state.instances.values()))
+        if self.warmer is not None:
+            self.warmer.refresh()
 
     async def _check(self, inst: Instance, scrape: bool) -> None:
         session = self.state.sessions[inst.url]

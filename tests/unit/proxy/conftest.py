@@ -23,6 +23,7 @@ async def harness(prefill: int = 1, decode: int = 1, **settings: Any) -> AsyncIt
     decodes = [FakeVLLM(f"d{i}") for i in range(decode)]
     for fake in prefills + decodes:
         await fake.start()
+    settings.setdefault("warm_pairs", False)  # tests that count upstream requests see only their own
     settings.setdefault("health", HealthConfig(interval_s=0.05, open_s=0.2, max_open_s=0.4, scrape_interval_s=0.05))
     config = ProxyConfig(pool=PoolConfig(prefill=tuple(f.url for f in prefills), decode=tuple(f.url for f in decodes)),
                          **settings)
