@@ -15,7 +15,7 @@ def test_profile_a_live_server(oracle: str, tiny_model: Path, tmp_path: Path) ->
     done = subprocess.run(
         [sys.executable, "-m", "vllm_pd.cli", "profile", "--url", oracle, "--out", str(out),
          "--model-config", str(tiny_model), "--dtype", "bfloat16", "--prompt-lengths", "16,256,1024", "--batch-sizes", "1,4",
-         "--decode-batch-sizes", "1,4,16", "--context-lengths", "32,512", "--decode-tokens", "12", "--repeats", "2"],
+         "--decode-batch-sizes", "1,4,16", "--context-lengths", "32,512", "--decode-tokens", "24", "--repeats", "2"],
         capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from vllm_pd.cli import main
+from vllm_pd.planner.profiler.sweep import DECODE_ROUNDS, Profiler, ServerError
 
 
 class _Stalled(BaseHTTPRequestHandler):
@@ -59,3 +61,32 @@ def test_an_unknown_dtype_is_named_before_any_request(tmp_path, capsys) -> None:
     assert code == 2
     err = capsys.readouterr().err
     assert "unknown dtype 'float13'" in err and "cannot reach" not in err
+
+
+class _ScriptedProfiler(Profiler):
+    """Makespans from a script instead of a server: (max_tokens -> next time)."""
+
+    def __init__(self, times: dict[int, list[float]]) -> None:
+        super().__init__(session=None, url="http://server", model="m", prompts=None)  # type: ignore[arg-type]
+        self.times = {k: list(v) for k, v in times.items()}
+
+    async def _makespan(self, context: int, batch: int, max_tokens: int) -> float:
+        return self.times[max_tokens].pop(0)
+
+
+def test_an_inverted_decode_round_is_measured_again_before_it_is_an_error() -> None:
+    # Round 1 comes out inverted on a noisy host (long 0.043 s < short 0.054 s); round 2 settles it.
+    profiler = _ScriptedProfiler({12: [0.043, 0.044, 0.080, 0.081], 1: [0.054, 0.055, 0.020, 0.021]})
+
+    sample = asyncio.run(profiler.decode(context=32, batch=16, tokens=12, repeats=2))
+
+    # medians of the four: long 0.0620, short 0.0375 -> (0.0620 - 0.0375) / 11 per step
+    assert sample.seconds == pytest.approx((0.0620 - 0.0375) / 11)
+
+
+def test_a_decode_point_inverted_in_every_round_names_the_flags() -> None:
+    rounds = DECODE_ROUNDS * 2
+    profiler = _ScriptedProfiler({12: [0.040] * rounds, 1: [0.050] * rounds})
+
+    with pytest.raises(ServerError, match=r"took no longer than 16 x 1 .*medians of 6.*raise --decode-tokens"):
+        asyncio.run(profiler.decode(context=32, batch=16, tokens=12, repeats=2))

@@ -18,6 +18,8 @@ import aiohttp
 from vllm_pd.bench.prompts import PromptBuilder
 from vllm_pd.planner.profiler.fit import DecodeSample, PrefillSample
 
+DECODE_ROUNDS = 3  # rounds of (long, short) makespans pooled before an inverted decode point is an error
+
 
 class ServerError(RuntimeError):
     """The server is unreachable or answered a request with an error."""
@@ -87,14 +89,20 @@ class Profiler:
 
         The batch is sent twice, generating ``tokens`` and then 1 token; the difference of the median
         makespans is ``tokens - 1`` decode steps. Server-side time only: unlike the gaps between streamed
-        chunks, it does not depend on how the client's reads bunch tokens together.
+        chunks, it does not depend on how the client's reads bunch tokens together. On a noisy host one
+        round can come out inverted; up to ``DECODE_ROUNDS`` rounds are pooled before giving up.
         """
-        long = statistics.median([await self._makespan(context, batch, tokens) for _ in range(repeats)])
-        short = statistics.median([await self._makespan(context, batch, 1) for _ in range(repeats)])
-        if long <= short:
-            raise ServerError(f"{self._url}: {batch} x {tokens} tokens took no longer than {batch} x 1 "
-                              f"({long:.4f} s vs {short:.4f} s); raise --decode-tokens or --repeats")
-        return DecodeSample(batch, int(batch * (context + tokens / 2)), (long - short) / (tokens - 1))
+        longs: list[float] = []
+        shorts: list[float] = []
+        for _ in range(DECODE_ROUNDS):
+            longs += [await self._makespan(context, batch, tokens) for _ in range(repeats)]
+            shorts += [await self._makespan(context, batch, 1) for _ in range(repeats)]
+            long, short = statistics.median(longs), statistics.median(shorts)
+            if long > short:
+                return DecodeSample(batch, int(batch * (context + tokens / 2)), (long - short) / (tokens - 1))
+        raise ServerError(f"{self._url}: {batch} x {tokens} tokens took no longer than {batch} x 1 "
+                          f"({long:.4f} s vs {short:.4f} s, medians of {len(longs)}); "
+                          "raise --decode-tokens or --repeats")
 
 
 async def run_sweep(profiler: Profiler, sweep: Sweep, max_model_len: int,
