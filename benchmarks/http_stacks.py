@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import os
 import subprocess
 import sys
 import time
@@ -185,16 +184,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3, help="stacks measured in turn, this many times")
-    parser.add_argument("--serve", choices=STACKS, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=(*STACKS, "upstream"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve == "upstream":
+        serve_upstream(args.port)
+        return
     if args.serve:
         serve_proxy(args.serve, args.port, args.upstream)
         return
     port = free_port()
-    upstream = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); "
-                                 f"import http_stacks; http_stacks.serve_upstream({port})"])
+    upstream = subprocess.Popen([sys.executable, __file__, "--serve", "upstream", "--port", str(port)])
     try:
         wait_listening(port)
         results: dict[str, list[tuple[float, float]]] = {s: [] for s in STACKS}

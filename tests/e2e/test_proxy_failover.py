@@ -77,7 +77,9 @@ def run_while_killing(url: str, work: list[dict], deployment: Deployment, victim
 
 def assert_all_match(expected: list[dict], answers: list[httpx.Response]) -> None:
     """Every request answered, each as the single instance answers it; a failure names the request and route."""
-    assert [a.status_code for a in answers] == [200] * REQUESTS, [a.text for a in answers if a.status_code != 200]
+    failed = [(i, a.text, {k: v for k, v in a.headers.items() if k.lower().startswith("x-pd-")})
+              for i, a in enumerate(answers) if a.status_code != 200]
+    assert not failed, f"requests not answered (index, body, route headers): {failed}"
     for i, (single, answer) in enumerate(zip(expected, answers, strict=True)):
         route = {k: v for k, v in answer.headers.items() if k.lower().startswith("x-pd-")}
         try:
