@@ -22,6 +22,9 @@ from collections.abc import Callable
 
 import msgspec
 import psutil
+from proxy_overhead import tree_cpu
+
+from vllm_pd.launcher import free_port
 
 STACKS = ("aiohttp", "granian+aiohttp", "granian+pyreqwest")
 PREFILL_REPLY = msgspec.json.encode({"id": "cmpl-1", "choices": [{"text": "x", "index": 0, "finish_reason": "length"}],
@@ -139,14 +142,6 @@ def wait_listening(port: int, timeout_s: float = 30.0) -> None:
     raise SystemExit(f"nothing answered on port {port} within {timeout_s:.0f} s")
 
 
-def tree_cpu_s(proc: psutil.Process) -> float:
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        times = p.cpu_times()
-        total += times.user + times.system
-    return total
-
-
 def measure(stack: str, upstream: str, requests: int, warmup: int) -> tuple[float, float]:
     """(proxy CPU ms per request, wall ms per request) at concurrency 1."""
     port = free_port()
@@ -159,24 +154,17 @@ def measure(stack: str, upstream: str, requests: int, warmup: int) -> tuple[floa
             conn.request("POST", "/v1/completions", body=CLIENT_BODY, headers=headers)
             conn.getresponse().read()
         ps = psutil.Process(proc.pid)
-        cpu0, wall0 = tree_cpu_s(ps), time.perf_counter()
+        cpu0, wall0 = tree_cpu(ps), time.perf_counter()
         for _ in range(requests):
             conn.request("POST", "/v1/completions", body=CLIENT_BODY, headers=headers)
             reply = conn.getresponse().read()
-        cpu, wall = tree_cpu_s(ps) - cpu0, time.perf_counter() - wall0
+        cpu, wall = tree_cpu(ps) - cpu0, time.perf_counter() - wall0
         if reply != DECODE_REPLY:
             raise SystemExit(f"{stack}: the proxy answered {reply[:200]!r}, not the decode leg's answer")
         return 1e3 * cpu / requests, 1e3 * wall / requests
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
