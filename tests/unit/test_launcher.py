@@ -283,6 +283,21 @@ def test_handoff_pairs_are_every_producer_with_every_other_consumer() -> None:
                      ("bbbb", "bbb")}
 
 
+def test_handoff_pairs_never_cross_connectors_or_models() -> None:
+    """One deployment may hold a PDConnector pair and a NixlConnector pair (the connector benchmark does):
+    a decoder handed the other connector's params would handshake with a side channel it cannot speak."""
+    def server(name: str, connector: str, role: str, model: str = "/m") -> ServerProcess:
+        spec = ServerSpec(name=name, role="single", model=model, port=1000 + len(name), side_channel_port=2000,
+                          kv_transfer_config={"kv_connector": connector, "kv_role": role})
+        return ServerProcess(spec, [], {}, Path("/dev/null"))
+
+    servers = [server("pp", "PDConnector", "kv_producer"), server("pd", "PDConnector", "kv_consumer"),
+               server("np", "NixlConnector", "kv_producer"), server("nd", "NixlConnector", "kv_consumer"),
+               server("other-model", "PDConnector", "kv_consumer", model="/other")]
+    pairs = {(a.spec.name, c.spec.name) for a, c in handoff_pairs(servers)}
+    assert pairs == {("pp", "pd"), ("np", "nd")}
+
+
 def test_a_failed_first_pull_is_retried_with_the_prefills_kv_transfer_params(stand_in_pair, tmp_path: Path) -> None:
     prefill, decode = stand_in_pair(failures=2)
 

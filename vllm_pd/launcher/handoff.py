@@ -26,11 +26,19 @@ def _kv_role(server: ServerProcess) -> str | None:
     return config.get("kv_role") if config and server.spec.command is None else None
 
 
+def _can_hand_off(producer: ServerProcess, consumer: ServerProcess) -> bool:
+    """Only a server of the same connector and model can take a producer's KV: a NixlConnector decoder
+    sent a PDConnector prefill's params would handshake with a side channel that speaks another protocol."""
+    p, c = producer.spec, consumer.spec
+    return (p.kv_transfer_config or {}).get("kv_connector") == (c.kv_transfer_config or {}).get("kv_connector") \
+        and p.model == c.model
+
+
 def handoff_pairs(servers: Sequence[ServerProcess]) -> list[tuple[ServerProcess, ServerProcess]]:
-    """Every (producer, consumer) pair of distinct vLLM servers with a KV connector."""
+    """Every (producer, consumer) pair of distinct vLLM servers that can hand KV to each other."""
     producers = [s for s in servers if _kv_role(s) in PRODUCERS]
     consumers = [s for s in servers if _kv_role(s) in CONSUMERS]
-    return [(p, c) for p in producers for c in consumers if p is not c]
+    return [(p, c) for p in producers for c in consumers if p is not c and _can_hand_off(p, c)]
 
 
 def warm_handoff(prefill: ServerProcess, decode: ServerProcess, timeout: float, attempts: int = 3,
