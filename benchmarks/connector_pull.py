@@ -9,6 +9,9 @@ core and decode servers on the other. While one pair serves a request the other 
 stopped (SIGSTOP): NixlConnector's progress threads spin a core each even when idle, and on two cores
 that would starve whichever pair is measured. Every request uses a fresh prompt (no prefix-cache hit).
 Pull time is NIXL's own telemetry (post to completion) for both connectors.
+
+``--connectors pd`` starts one pair only: its pulls against the raw ceiling with no other server on
+the host, stopped or not.
 """
 
 from __future__ import annotations
@@ -100,13 +103,13 @@ def running_alone(deployment: Deployment, names: Iterable[str]) -> Iterator[None
                 os.kill(pid, signal.SIGCONT)
 
 
-def servers(model: Path, kv_space_gib: int) -> list[ServerSpec]:
+def servers(model: Path, kv_space_gib: int, connectors: Iterable[str] = tuple(METRICS)) -> list[ServerSpec]:
     args = ("--block-size", "32", "--enforce-eager", "--max-model-len", "9000", "--max-num-batched-tokens", "9000")
     env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_space_gib), "UCX_NET_DEVICES": "lo"}
-    ports = free_ports(8)
+    chosen = [(c, role, cpus) for c in connectors for role, cpus in (("prefill", "0"), ("decode", "1"))]
+    ports = free_ports(2 * len(chosen))
     specs = []
-    for i, (connector, role, cpus) in enumerate([("pd", "prefill", "0"), ("pd", "decode", "1"),
-                                                 ("nixl", "prefill", "0"), ("nixl", "decode", "1")]):
+    for i, (connector, role, cpus) in enumerate(chosen):
         specs.append(ServerSpec(name=f"{connector}-{role}", role=role, model=str(model), port=ports[2 * i],
                                 side_channel_port=ports[2 * i + 1], cpus=cpus, extra_args=args, env=env,
                                 kv_transfer_config=kv_config(connector, role)))
@@ -118,7 +121,7 @@ def summarize(rows: list[dict[str, Any]], ceiling: list[dict[str, Any]]) -> list
     table = []
     for tokens in sorted({r["tokens"] for r in rows}):
         line: dict[str, Any] = {"tokens": tokens}
-        for connector in METRICS:
+        for connector in sorted({r["connector"] for r in rows}, key=list(METRICS).index):
             mine = [r for r in rows if r["tokens"] == tokens and r["connector"] == connector]
             pull = statistics.median(r["pull_s"] for r in mine)
             line[connector] = {"pull_ms": 1e3 * pull, "descriptors": statistics.median(r["descriptors"] for r in mine),
@@ -129,22 +132,35 @@ def summarize(rows: list[dict[str, Any]], ceiling: list[dict[str, Any]]) -> list
                 line[connector]["post_ms"] = 1e3 * statistics.median(r["post_s"] for r in mine)
                 line[connector]["post_cpu_share"] = statistics.median(r["post_cpu_s"] / max(r["post_s"], 1e-9)
                                                                       for r in mine)
-        line["pull_ratio_pd_over_nixl"] = line["pd"]["pull_ms"] / line["nixl"]["pull_ms"]
-        line["pd_share_of_ceiling"] = line["pd"]["gbps"] / best_gbps
+        if "pd" in line and "nixl" in line:
+            line["pull_ratio_pd_over_nixl"] = line["pd"]["pull_ms"] / line["nixl"]["pull_ms"]
+        for connector in METRICS:
+            if connector in line:
+                line[f"{connector}_share_of_ceiling"] = line[connector]["gbps"] / best_gbps
         table.append(line)
     return table
 
 
 def print_table(table: list[dict[str, Any]], ceiling: list[dict[str, Any]]) -> None:
-    print("| prompt tokens | KV MiB | PD pull ms | NIXL pull ms | PD/NIXL | PD GB/s (% ceiling) | "
-          "descriptors PD / NIXL | decode TTFT ms PD / NIXL | PD post ms (CPU share) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for line in table:
-        pd, nx = line["pd"], line["nixl"]
-        print(f"| {line['tokens']} | {pd['mib']:.0f} | {pd['pull_ms']:.1f} | {nx['pull_ms']:.1f} | "
-              f"{line['pull_ratio_pd_over_nixl']:.2f} | {pd['gbps']:.2f} ({100 * line['pd_share_of_ceiling']:.0f}%) | "
-              f"{pd['descriptors']:.0f} / {nx['descriptors']:.0f} | {pd['ttft_ms']:.0f} / {nx['ttft_ms']:.0f} | "
-              f"{pd['post_ms']:.1f} ({100 * pd['post_cpu_share']:.0f}%) |")
+    if "pd" in table[0] and "nixl" in table[0]:
+        print("| prompt tokens | KV MiB | PD pull ms | NIXL pull ms | PD/NIXL | PD GB/s (% ceiling) | "
+              "descriptors PD / NIXL | decode TTFT ms PD / NIXL | PD post ms (CPU share) |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for line in table:
+            pd, nx = line["pd"], line["nixl"]
+            print(f"| {line['tokens']} | {pd['mib']:.0f} | {pd['pull_ms']:.1f} | {nx['pull_ms']:.1f} | "
+                  f"{line['pull_ratio_pd_over_nixl']:.2f} | {pd['gbps']:.2f} ({100 * line['pd_share_of_ceiling']:.0f}%) | "
+                  f"{pd['descriptors']:.0f} / {nx['descriptors']:.0f} | {pd['ttft_ms']:.0f} / {nx['ttft_ms']:.0f} | "
+                  f"{pd['post_ms']:.1f} ({100 * pd['post_cpu_share']:.0f}%) |")
+    else:  # one connector alone
+        connector = next(c for c in METRICS if c in table[0])
+        print(f"| prompt tokens | KV MiB | {connector} pull ms | GB/s (% ceiling) | descriptors | decode TTFT ms |")
+        print("|---|---|---|---|---|---|")
+        for line in table:
+            row = line[connector]
+            print(f"| {line['tokens']} | {row['mib']:.0f} | {row['pull_ms']:.1f} | {row['gbps']:.2f} "
+                  f"({100 * line[f'{connector}_share_of_ceiling']:.0f}%) | {row['descriptors']:.0f} | "
+                  f"{row['ttft_ms']:.0f} |")
     print("\nraw NIXL READ ceiling (one descriptor, two processes): " +
           ", ".join(f"{c['mib']} MiB {c['gbps']:.2f} GB/s" for c in ceiling))
 
@@ -156,14 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kv-space-gib", type=int, default=2)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/vllm-pd-connector-bench"))
     parser.add_argument("--out", type=Path, default=None, help="write all measurements as JSON here")
+    parser.add_argument("--connectors", nargs="+", choices=list(METRICS), default=list(METRICS),
+                        help="pairs to start: both for the side-by-side run, one to measure it alone")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so that every server is stopped
     model = make_tiny_model(args.work_dir / "model", MODEL)
     rows: list[dict[str, Any]] = []
-    with Deployment(servers(model, args.kv_space_gib), args.work_dir / "logs") as deployment, \
+    measured = {c: METRICS[c] for c in args.connectors}
+    with Deployment(servers(model, args.kv_space_gib, measured), args.work_dir / "logs") as deployment, \
             httpx.Client(timeout=httpx.Timeout(300.0, connect=5.0)) as http:
         url = deployment.url
-        pairs = {c: (url(f"{c}-prefill"), url(f"{c}-decode")) for c in METRICS}
+        pairs = {c: (url(f"{c}-prefill"), url(f"{c}-decode")) for c in measured}
         for connector, (p, d) in pairs.items():  # warm-up: handshakes, first-use costs
             with running_alone(deployment, (f"{connector}-prefill", f"{connector}-decode")):
                 one_request(http, str(model), p, d, METRICS[connector], 64, seed=-1)
@@ -172,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         seed = 0
         for tokens in args.lengths:
             for rep in range(args.repeats):
-                order = list(METRICS) if rep % 2 == 0 else list(METRICS)[::-1]
+                order = list(measured) if rep % 2 == 0 else list(measured)[::-1]
                 for connector in order:
                     seed += 1
                     p, d = pairs[connector]

@@ -72,10 +72,12 @@ class Predictor:
         return cls(load_profile(path) if path else DEFAULT_PROFILE)
 
     def prefill_correction(self, inst: Instance) -> Correction:
-        return self._prefill.setdefault(inst.url, Correction())
+        found = self._prefill.get(inst.url)
+        return found if found is not None else self._prefill.setdefault(inst.url, Correction())
 
     def decode_correction(self, inst: Instance) -> Correction:
-        return self._decode.setdefault(inst.url, Correction())
+        found = self._decode.get(inst.url)
+        return found if found is not None else self._decode.setdefault(inst.url, Correction())
 
     def prefill_s(self, inst: Instance, tokens: int) -> float:
         """Queue wait plus this prompt's prefill: the queued prompts and this one as one batch."""
