@@ -5,7 +5,11 @@ raw NIXL ceiling, in one run with the two connectors' requests interleaved.
 
 Two identical prefill/decode pairs of a random model with a large KV cache per token (8 layers x
 8 KV heads x head_dim 64, float32: 32 KiB per token) are started together, prefill servers on one
-core and decode servers on the other. While one pair serves a request the other pair's processes are
+core and decode servers on the other. Each server's whole process tree (API server, engine core,
+worker, every thread) is pinned to its core, as if prefill and decode ran on separate hosts: vLLM binds
+only the worker's threads, and a prefill worker spinning after its step (as vLLM's workers do for 1 s)
+pushed the prefill's API server and engine core onto the decode core, where they took 50-75% of the
+core from the decode worker while it copied KV. While one pair serves a request the other pair's processes are
 stopped (SIGSTOP): NixlConnector's progress threads spin a core each even when idle, and on two cores
 that would starve whichever pair is measured. Every request uses a fresh prompt (no prefix-cache hit).
 Pull time is NIXL's own telemetry (post to completion) for both connectors.
@@ -86,6 +90,28 @@ def one_request(http: httpx.Client, model: str, prefill: str, decode: str, names
     if post:  # PDConnector: how long the post blocked the step, and the CPU its thread got meanwhile
         row.update(post_s=post[0], post_cpu_s=post[1])
     return row
+
+
+def cores(spec: str) -> set[int]:
+    """``"0"``, ``"0,2"`` or ``"0-3"`` (the ``VLLM_CPU_OMP_THREADS_BIND`` form) as a set of cores."""
+    found: set[int] = set()
+    for part in spec.split(","):
+        first, _, last = part.partition("-")
+        found.update(range(int(first), int(last or first) + 1))
+    return found
+
+
+def pin_whole_servers(deployment: Deployment) -> None:
+    """Pin every thread of every server process to the server's cores (threads started later inherit it)."""
+    for server in deployment.servers.values():
+        if server.spec.cpus is None:
+            continue
+        allowed = cores(server.spec.cpus)
+        for pid in server.all_pids():
+            with contextlib.suppress(FileNotFoundError):
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.sched_setaffinity(int(tid), allowed)
 
 
 @contextlib.contextmanager
@@ -181,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     measured = {c: METRICS[c] for c in args.connectors}
     with Deployment(servers(model, args.kv_space_gib, measured), args.work_dir / "logs") as deployment, \
             httpx.Client(timeout=httpx.Timeout(300.0, connect=5.0)) as http:
+        pin_whole_servers(deployment)
         url = deployment.url
         pairs = {c: (url(f"{c}-prefill"), url(f"{c}-decode")) for c in measured}
         for connector, (p, d) in pairs.items():  # warm-up: handshakes, first-use costs
