@@ -4,8 +4,9 @@ Each candidate is the least a P/D proxy does per non-streamed request: read the 
 POST a prefill leg upstream, decode its ``kv_transfer_params``, POST the decode leg, return its body.
 The upstream is one fake vLLM answering at once. The client sends requests one at a time, so the
 proxy's CPU time per request (user + system, all its threads, from /proc) is its cost, with no
-queueing in it. Stacks: aiohttp server and client (what ``vllm-pd proxy`` runs on); granian's RSGI
-server (Rust, hyper) with aiohttp's client; granian with pyreqwest's client (Rust, reqwest).
+queueing in it. Stacks: aiohttp server and client (what ``vllm-pd proxy`` runs on); aiohttp's server
+with pyreqwest's client (Rust, reqwest); granian's RSGI server (Rust, hyper) with aiohttp's client;
+granian with pyreqwest's client.
 
     python benchmarks/http_stacks.py --requests 3000
 """
@@ -26,7 +27,7 @@ from proxy_overhead import tree_cpu
 
 from vllm_pd.launcher import free_port
 
-STACKS = ("aiohttp", "granian+aiohttp", "granian+pyreqwest")
+STACKS = ("aiohttp", "aiohttp+pyreqwest", "granian+aiohttp", "granian+pyreqwest")
 PREFILL_REPLY = msgspec.json.encode({"id": "cmpl-1", "choices": [{"text": "x", "index": 0, "finish_reason": "length"}],
                                      "kv_transfer_params": {"remote_engine_id": "e" * 36, "remote_block_ids": [1, 2, 3],
                                                             "remote_host": "127.0.0.1", "remote_port": 5600}})
