@@ -4,15 +4,15 @@ raw NIXL ceiling, in one run with the two connectors' requests interleaved.
     flock /tmp/vllm-pd-servers.lock python benchmarks/connector_pull.py --out results/connector_pull.json
 
 Two identical prefill/decode pairs of a random model with a large KV cache per token (8 layers x
-8 KV heads x head_dim 64, float32: 32 KiB per token) are started together, prefill servers on one
+8 KV heads x head_dim 64, bf16: 16 KiB per token) are started together, prefill servers on one
 core and decode servers on the other. Each server's whole process tree (API server, engine core,
 worker, every thread) is pinned to its core, as if prefill and decode ran on separate hosts: vLLM binds
 only the worker's threads, and a prefill worker spinning after its step (as vLLM's workers do for 1 s)
 pushed the prefill's API server and engine core onto the decode core, where they took 50-75% of the
-core from the decode worker while it copied KV. While one pair serves a request the other pair's processes are
-stopped (SIGSTOP): NixlConnector's progress threads spin a core each even when idle, and on two cores
-that would starve whichever pair is measured. Every request uses a fresh prompt (no prefix-cache hit).
-Pull time is NIXL's own telemetry (post to completion) for both connectors.
+core from the decode worker while it copied KV. While one pair serves a request the other pair's
+processes are stopped (SIGSTOP): NixlConnector's progress threads spin a core each even when idle,
+and on two cores that would starve whichever pair is measured. Every request uses a fresh prompt (no
+prefix-cache hit). Pull time is NIXL's own telemetry (post to completion) for both connectors.
 
 ``--connectors pd`` starts one pair only: its pulls against the raw ceiling with no other server on
 the host, stopped or not.

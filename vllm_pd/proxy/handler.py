@@ -112,7 +112,8 @@ def choose(state: ProxyState, ex: Exchange, pool: Pool) -> Route | Rejection | N
 async def serve(state: ProxyState, ex: Exchange, pool: Pool, request: web.Request) -> web.StreamResponse:
     metrics = state.metrics
     last: UpstreamFailure | None = None
-    for attempt in range(state.config.max_decode_attempts):
+    attempts = 0  # decode failures; a lost handoff is the prefill's and is bounded by the prefills left
+    while attempts < state.config.max_decode_attempts:
         route = choose(state, ex, pool)
         if route is None:
             break
@@ -155,7 +156,8 @@ async def serve(state: ProxyState, ex: Exchange, pool: Pool, request: web.Reques
         route.decode.record_failure()
         ex.excluded.add(route.decode.url)
         metrics.upstream_errors.labels(route.decode.url, "decode").inc()
-        if attempt + 1 < state.config.max_decode_attempts:
+        attempts += 1
+        if attempts < state.config.max_decode_attempts:
             ex.failovers.append("decode->decode")
             metrics.failovers.labels("decode_retry").inc()
     metrics.outcome("failed")

@@ -87,12 +87,15 @@ class HealthMonitor:
                 await resp.read()
                 ok = resp.status == 200
             inst.missed_health_checks = 0 if ok else inst.missed_health_checks + 1
+            inst.unreachable = False
         except aiohttp.ClientConnectorError:  # nothing listens: the server is gone
             ok = False
+            inst.unreachable = True
         except (aiohttp.ClientError, asyncio.TimeoutError):
             # A server busy with a long forward pass may answer late once; only a run of misses
             # takes it out of rotation.
             inst.missed_health_checks += 1
+            inst.unreachable = False
             ok = inst.missed_health_checks < self.state.config.health.failure_threshold and inst.healthy
         was = inst.healthy
         inst.healthy = ok

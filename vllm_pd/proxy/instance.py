@@ -38,6 +38,7 @@ class Instance:
         self.breaker = CircuitBreaker(health)
         self.healthy = True  # optimistic until the first health check says otherwise
         self.missed_health_checks = 0  # consecutive slow answers; a refused connection counts at once
+        self.unreachable = False  # the last health check found nothing listening (not merely slow)
         self.models: frozenset[str] = frozenset()
         self.model_cards: list[dict] = []
         self.external_requests = 0  # running+waiting on the server that the proxy did not send

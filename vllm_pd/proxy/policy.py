@@ -47,9 +47,12 @@ class Rejection:
 
 
 def usable(instances: Sequence[Instance], exclude: frozenset[str]) -> list[Instance]:
-    """Instances whose breaker allows a request; if none does, all non-excluded ones (no blackout)."""
+    """Instances whose breaker allows a request; if none does, the healthy ones, then those that are only
+    slow to answer health checks, then all non-excluded ones (no blackout). A server found gone comes
+    last: when the only live decoder stalls, a request must wait for it, not fail on the dead one."""
     candidates = [i for i in instances if i.url not in exclude]
-    return [i for i in candidates if i.available] or [i for i in candidates if i.healthy] or candidates
+    return ([i for i in candidates if i.available] or [i for i in candidates if i.healthy]
+            or [i for i in candidates if not i.unreachable] or candidates)
 
 
 class PrefixAffinity:

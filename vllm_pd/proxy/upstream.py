@@ -39,8 +39,14 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+# vLLM's API server closes a connection idle for VLLM_HTTP_TIMEOUT_KEEP_ALIVE (5 s by default). Kept
+# longer here, a pooled connection could be reused just as the server closed it: the leg then fails
+# with "Can not write request body" (seen in CI). Dropping ours first costs one reconnect.
+UPSTREAM_KEEPALIVE_S = 4.0
+
+
 def open_session(config: ProxyConfig) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=config.max_connections, keepalive_timeout=30.0,
+    connector = aiohttp.TCPConnector(limit=config.max_connections, keepalive_timeout=UPSTREAM_KEEPALIVE_S,
                                      enable_cleanup_closed=True)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.timeouts.connect_s,
                                     sock_read=config.timeouts.read_s)

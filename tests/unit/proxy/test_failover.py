@@ -201,6 +201,22 @@ def test_a_decode_waiting_for_kv_from_a_prefill_that_died_is_retried_with_a_loca
     run(scenario)
 
 
+def test_a_lost_handoff_does_not_use_up_a_decode_attempt():
+    """The decoder did not fail when its KV's source died; with one decode attempt allowed, the request
+    is still prefilled again and answered (CI, 2026-12-03: a lost handoff took the last attempt)."""
+    async def scenario():
+        async with harness(prefill=1, local_prefill=False, max_decode_attempts=1) as (client, [p], [d]):
+            d.handoff_hang_s = 30
+            pending = asyncio.ensure_future(client.post("/v1/completions", json=BODY))
+            while not d.seen:
+                await asyncio.sleep(0.01)
+            p.healthy = False
+            resp = await pending
+            assert resp.status == 200, await resp.text()
+            assert resp.headers["X-PD-Route"] == "local" and resp.headers["X-PD-Failover"] == "handoff->retry"
+    run(scenario)
+
+
 def test_a_decode_older_than_the_handoff_window_is_left_to_finish():
     async def scenario():
         async with harness(prefill=1, local_prefill=False, timeouts=TimeoutConfig(handoff_s=0.1)) as (client, [p], [d]):

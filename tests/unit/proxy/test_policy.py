@@ -169,3 +169,15 @@ def test_usable_never_blacks_out_every_instance():
     d[1].record_success()
     assert usable(d, frozenset()) == [d[1]]
     assert usable(d, frozenset({d[1].url})) == [d[0]]
+
+
+def test_with_no_healthy_instance_a_slow_one_is_used_before_one_found_gone():
+    """CI, 2026-12-03: one decoder was killed, the other stalled past its health checks; requests went to
+    the dead one (least loaded) and failed, instead of waiting for the live one."""
+    dead, stalled = instances("decode", 2)
+    for inst in (dead, stalled):
+        inst.healthy = False
+    dead.unreachable = True
+    assert usable([dead, stalled], frozenset()) == [stalled]
+    stalled.unreachable = True  # both gone: still not an empty list (no blackout)
+    assert usable([dead, stalled], frozenset()) == [dead, stalled]
