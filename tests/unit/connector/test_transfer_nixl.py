@@ -61,7 +61,9 @@ def test_pull_moves_the_blocks_and_delivers_the_notice_without_a_spinning_agent(
         proc.wait()
 
     assert state == "DONE"
-    assert 0 < pull.post_cpu_s <= pull.post_s < 10
+    # The thread's CPU clock and the wall clock are read a few instructions apart: CPU time may come out
+    # a few microseconds above wall time (seen in CI: 2.4132 ms vs 2.4112 ms), never more.
+    assert 0 < pull.post_cpu_s <= pull.post_s + 1e-4 and pull.post_s < 10
     for layer in range(LAYERS):
         for lb in local:
             assert torch.equal(caches[layer][lb], torch.full(SHAPE[1:], 1.0 + layer))
