@@ -82,12 +82,12 @@ class HealthMonitor:
     async def _check(self, inst: Instance, scrape: bool) -> None:
         session = self.state.sessions[inst.url]
         timeout = aiohttp.ClientTimeout(total=self.state.config.timeouts.health_s)
+        inst.unreachable = False
         try:
             async with session.get(inst.url + "/health", timeout=timeout) as resp:
                 await resp.read()
                 ok = resp.status == 200
             inst.missed_health_checks = 0 if ok else inst.missed_health_checks + 1
-            inst.unreachable = False
         except aiohttp.ClientConnectorError:  # nothing listens: the server is gone
             ok = False
             inst.unreachable = True
@@ -95,7 +95,6 @@ class HealthMonitor:
             # A server busy with a long forward pass may answer late once; only a run of misses
             # takes it out of rotation.
             inst.missed_health_checks += 1
-            inst.unreachable = False
             ok = inst.missed_health_checks < self.state.config.health.failure_threshold and inst.healthy
         was = inst.healthy
         inst.healthy = ok

@@ -61,6 +61,14 @@ class Estimate:
     stall_s: float = 0.0  # how long a local prefill holds up the decoder's running requests
 
 
+def _correction(table: dict[str, Correction], url: str) -> Correction:
+    """The instance's correction, made on first use (on the hot path: no default built per call)."""
+    found = table.get(url)
+    if found is None:
+        found = table[url] = Correction()
+    return found
+
+
 class Predictor:
     def __init__(self, profile: LatencyProfile = DEFAULT_PROFILE) -> None:
         self.profile = profile
@@ -72,12 +80,10 @@ class Predictor:
         return cls(load_profile(path) if path else DEFAULT_PROFILE)
 
     def prefill_correction(self, inst: Instance) -> Correction:
-        found = self._prefill.get(inst.url)
-        return found if found is not None else self._prefill.setdefault(inst.url, Correction())
+        return _correction(self._prefill, inst.url)
 
     def decode_correction(self, inst: Instance) -> Correction:
-        found = self._decode.get(inst.url)
-        return found if found is not None else self._decode.setdefault(inst.url, Correction())
+        return _correction(self._decode, inst.url)
 
     def prefill_s(self, inst: Instance, tokens: int) -> float:
         """Queue wait plus this prompt's prefill: the queued prompts and this one as one batch."""

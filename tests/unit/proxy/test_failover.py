@@ -8,9 +8,11 @@ import logging
 import time
 from types import SimpleNamespace
 
-from aiohttp import ClientConnectionResetError, web
+from aiohttp import ClientConnectionResetError, ClientResponse, web
+from aiohttp.test_utils import TestClient
 
 from tests.unit.proxy.conftest import harness, run, state_of
+from tests.unit.proxy.fake_vllm import FakeVLLM
 from vllm_pd.proxy import decode
 from vllm_pd.proxy.config import TimeoutConfig
 
@@ -177,6 +179,16 @@ def test_an_instance_coming_back_is_used_again():
     run(scenario)
 
 
+async def lose_the_handoff(client: TestClient, producer: FakeVLLM, consumer: FakeVLLM,
+                           body: dict = BODY) -> ClientResponse:
+    """Send ``body``; once the decoder has it (waiting for KV), the prefill instance goes down. The answer."""
+    pending = asyncio.ensure_future(client.post("/v1/completions", json=body))
+    while not consumer.seen:
+        await asyncio.sleep(0.01)
+    producer.healthy = False  # the next health check finds the prefill instance down
+    return await pending
+
+
 def test_a_decode_waiting_for_kv_from_a_prefill_that_died_is_retried_with_a_local_prefill():
     async def scenario():
         async with harness(prefill=1, local_prefill=False) as (client, [p], [d]):
@@ -187,11 +199,7 @@ def test_a_decode_waiting_for_kv_from_a_prefill_that_died_is_retried_with_a_loca
                     await asyncio.sleep(0.01)
                 d.seen.clear()
                 started = time.monotonic()
-                pending = asyncio.ensure_future(client.post("/v1/completions", json={**BODY, "stream": stream}))
-                while not d.seen:
-                    await asyncio.sleep(0.01)
-                p.healthy = False  # the next health check finds the prefill instance down
-                resp = await pending
+                resp = await lose_the_handoff(client, p, d, {**BODY, "stream": stream})
                 assert resp.status == 200, await resp.text()
                 assert resp.headers["X-PD-Route"] == "local" and resp.headers["X-PD-Failover"] == "handoff->retry"
                 assert time.monotonic() - started < 3
@@ -207,11 +215,7 @@ def test_a_lost_handoff_does_not_use_up_a_decode_attempt():
     async def scenario():
         async with harness(prefill=1, local_prefill=False, max_decode_attempts=1) as (client, [p], [d]):
             d.handoff_hang_s = 30
-            pending = asyncio.ensure_future(client.post("/v1/completions", json=BODY))
-            while not d.seen:
-                await asyncio.sleep(0.01)
-            p.healthy = False
-            resp = await pending
+            resp = await lose_the_handoff(client, p, d)
             assert resp.status == 200, await resp.text()
             assert resp.headers["X-PD-Route"] == "local" and resp.headers["X-PD-Failover"] == "handoff->retry"
     run(scenario)
@@ -234,11 +238,7 @@ def test_a_lost_handoff_is_a_hard_failure_when_local_fallback_is_off():
     async def scenario():
         async with harness(prefill=1, local_prefill=False, fallback_local=False) as (client, [p], [d]):
             d.handoff_hang_s = 30
-            pending = asyncio.ensure_future(client.post("/v1/completions", json=BODY))
-            while not d.seen:
-                await asyncio.sleep(0.01)
-            p.healthy = False
-            resp = await pending
+            resp = await lose_the_handoff(client, p, d)
             assert resp.status == 502 and "KV handoff" in await resp.text()
             assert len(d.seen) == 1
     run(scenario)
