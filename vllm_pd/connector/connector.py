@@ -64,7 +64,8 @@ class PDConnector(KVConnectorBase_V1):
 
             self._worker = PDWorker(engine_id=transfer.engine_id, tp_rank=get_tensor_model_parallel_rank(),
                                     tp_size=parallel.tensor_parallel_size, block_size=block_size,
-                                    num_blocks=kv_cache_config.num_blocks, config=config)
+                                    num_blocks=kv_cache_config.num_blocks, config=config,
+                                    is_producer=transfer.is_kv_producer)
 
     @property
     def scheduler(self) -> PDScheduler:

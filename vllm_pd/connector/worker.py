@@ -43,7 +43,7 @@ class Completions:
 
 class PDWorker:
     def __init__(self, *, engine_id: str, tp_rank: int, tp_size: int, block_size: int, num_blocks: int,
-                 config: PDConfig) -> None:
+                 config: PDConfig, is_producer: bool) -> None:
         self.engine_id = engine_id
         self.tp_rank = tp_rank
         self.tp_size = tp_size
@@ -51,7 +51,8 @@ class PDWorker:
         self.num_blocks = num_blocks
         self.config = config
         self.transport = KVTransport(f"pd-{engine_id}-{tp_rank}-{uuid.uuid4().hex[:8]}", config.backends,
-                                     config.ucx_error_handling_mode, config.num_threads)
+                                     config.ucx_error_handling_mode, config.num_threads,
+                                     progress_thread=is_producer)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pd-handshake")
         self._peers: dict[Address, Peer] = {}
         self._retired: list[Peer] = []

@@ -26,7 +26,10 @@ def heard(proc: subprocess.Popen[str]) -> list[bytes]:
     raise AssertionError("the producer exited early")
 
 
-def test_pull_moves_the_blocks_and_delivers_the_notice_without_a_spinning_agent(monkeypatch) -> None:
+# A kv_consumer's worker has no progress thread (its polls drive UCX); a kv_both worker has one.
+@pytest.mark.parametrize("progress_thread", [False, True], ids=["consumer", "both"])
+def test_pull_moves_the_blocks_and_delivers_the_notice_without_a_spinning_agent(
+        monkeypatch, progress_thread: bool) -> None:
     import msgspec
 
     from vllm_pd import wire
@@ -40,7 +43,7 @@ def test_pull_moves_the_blocks_and_delivers_the_notice_without_a_spinning_agent(
         (handshake,) = heard(proc)
         reply = msgspec.msgpack.decode(handshake, type=wire.HandshakeReply)
         caches = [torch.zeros(SHAPE) for _ in range(LAYERS)]
-        transport = KVTransport("consumer", ["UCX"])
+        transport = KVTransport("consumer", ["UCX"], progress_thread=progress_thread)
         transport.register(regions_from_caches(caches, SHAPE[0], SHAPE[2]))
         peer = transport.add_peer(reply, time.time(), time.time())
         (idle_cpu_s,) = heard(proc)
