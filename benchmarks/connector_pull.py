@@ -5,11 +5,13 @@ raw NIXL ceiling, in one run with the two connectors' requests interleaved.
 
 Two identical prefill/decode pairs of a random model with a large KV cache per token (8 layers x
 8 KV heads x head_dim 64, bf16: 16 KiB per token) are started together, prefill servers on one
-core and decode servers on the other. Each server's whole process tree (API server, engine core,
-worker, every thread) is pinned to its core, as if prefill and decode ran on separate hosts: vLLM binds
-only the worker's threads, and a prefill worker spinning after its step (as vLLM's workers do for 1 s)
-pushed the prefill's API server and engine core onto the decode core, where they took 50-75% of the
-core from the decode worker while it copied KV. While one pair serves a request the other pair's
+core and decode servers on the other. Each worker process (every thread) is pinned to its server's
+core and every API server and engine core to the prefill core, so that a decode worker copying KV has
+its core to itself. vLLM's CPU backend asks for the same split: it reserves cores outside the workers'
+for the engine core and NIXL (``VLLM_CPU_NUM_OF_RESERVED_CPU``). With a whole server on one core, the
+decode's own engine core spun (``sched_yield``, 1 s after each step) beside the worker while it copied
+KV, and the posting thread got 47-80% of the core; unpinned, the prefill's API server and engine
+core drifted onto the decode core as well. While one pair serves a request the other pair's
 processes are stopped (SIGSTOP): NixlConnector's progress threads spin a core each even when idle,
 and on two cores that would starve whichever pair is measured. Every request uses a fresh prompt (no
 prefix-cache hit). Pull time is NIXL's own telemetry (post to completion) for both connectors.
@@ -41,6 +43,7 @@ from vllm_pd.testing.tiny_model import TinyModelSpec, make_tiny_model
 
 MODEL = TinyModelSpec(layers=8, hidden=512, heads=8, kv_heads=8, head_dim=64, intermediate=1024,
                       max_position=16384)
+PREFILL_CPUS, DECODE_CPUS = "0", "1"
 # (pull time sum, pull count, descriptors sum, bytes sum[, post time sum, post CPU time sum]) per connector
 METRICS = {
     "pd": ("vllm:pd_pull_time_seconds_sum", "vllm:pd_pull_time_seconds_count", "vllm:pd_pull_descriptors_sum",
@@ -101,17 +104,27 @@ def cores(spec: str) -> set[int]:
     return found
 
 
-def pin_whole_servers(deployment: Deployment) -> None:
-    """Pin every thread of every server process to the server's cores (threads started later inherit it)."""
+def _pin(pid: int, allowed: set[int]) -> None:
+    """Every thread of ``pid`` (threads it starts later inherit the mask)."""
+    with contextlib.suppress(FileNotFoundError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(tid), allowed)
+
+
+def _is_worker(pid: int) -> bool:
+    with contextlib.suppress(FileNotFoundError):
+        return Path(f"/proc/{pid}/comm").read_text().startswith("VLLM::Worker")
+    return False
+
+
+def pin_servers(deployment: Deployment, frontend: set[int]) -> None:
+    """Each worker to its server's cores; API servers and engine cores to ``frontend``."""
     for server in deployment.servers.values():
         if server.spec.cpus is None:
             continue
-        allowed = cores(server.spec.cpus)
         for pid in server.all_pids():
-            with contextlib.suppress(FileNotFoundError):
-                for tid in os.listdir(f"/proc/{pid}/task"):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.sched_setaffinity(int(tid), allowed)
+            _pin(pid, cores(server.spec.cpus) if _is_worker(pid) else frontend)
 
 
 @contextlib.contextmanager
@@ -132,7 +145,8 @@ def running_alone(deployment: Deployment, names: Iterable[str]) -> Iterator[None
 def servers(model: Path, kv_space_gib: int, connectors: Iterable[str] = tuple(METRICS)) -> list[ServerSpec]:
     args = ("--block-size", "32", "--enforce-eager", "--max-model-len", "9000", "--max-num-batched-tokens", "9000")
     env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_space_gib), "UCX_NET_DEVICES": "lo"}
-    chosen = [(c, role, cpus) for c in connectors for role, cpus in (("prefill", "0"), ("decode", "1"))]
+    roles = (("prefill", PREFILL_CPUS), ("decode", DECODE_CPUS))
+    chosen = [(c, role, cpus) for c in connectors for role, cpus in roles]
     ports = free_ports(2 * len(chosen))
     specs = []
     for i, (connector, role, cpus) in enumerate(chosen):
@@ -207,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     measured = {c: METRICS[c] for c in args.connectors}
     with Deployment(servers(model, args.kv_space_gib, measured), args.work_dir / "logs") as deployment, \
             httpx.Client(timeout=httpx.Timeout(300.0, connect=5.0)) as http:
-        pin_whole_servers(deployment)
+        pin_servers(deployment, frontend=cores(PREFILL_CPUS))
         url = deployment.url
         pairs = {c: (url(f"{c}-prefill"), url(f"{c}-decode")) for c in measured}
         for connector, (p, d) in pairs.items():  # warm-up: handshakes, first-use costs
