@@ -122,10 +122,11 @@ def transport_check(device: str = "cpu", num_blocks: int = 64, layers: int = 4) 
         local, remote = [3, 4, 5, 9, 10, 20], [40, 41, 42, 7, 8, 0]
         runs = merge_runs(local, remote)
         notice = wire.encode(wire.PullNotice("done", "req-1", "inc"))
-        pull = transport.read(peer, runs, notice, expires=time.time() + 10)
+        pull = transport.read(peer, runs, expires=time.time() + 10)
         state = "PROC"
         while state == "PROC":
             state = transport.poll(pull)
+        transport.notify(peer, notice)
         parent.send("read")
         notices = parent.recv()
         source = [torch.arange(int(torch.tensor(shape).prod()), dtype=torch.float32).reshape(shape) + l

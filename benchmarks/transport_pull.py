@@ -68,12 +68,13 @@ def consumer(wait_us: int, poll_s: float, sizes: list[int], repeats: int) -> lis
             for rep in range(repeats):
                 notice = wire.encode(wire.PullNotice("done", f"r{blocks}-{rep}", "bench"))
                 start = time.perf_counter()
-                pull = transport.read(peer, merge_runs(list(range(blocks)), list(range(blocks))), notice,
+                pull = transport.read(peer, merge_runs(list(range(blocks)), list(range(blocks))),
                                       expires=time.time() + 60)
                 while (state := transport.poll(pull)) == "PROC":
                     time.sleep(poll_s)
                 if state != "DONE":
                     raise SystemExit(f"pull of {blocks} blocks ended {state}")
+                transport.notify(peer, notice)
                 times.append(time.perf_counter() - start)
             mib = blocks * LAYERS * caches[0][0].nbytes / 2**20
             median = statistics.median(times)

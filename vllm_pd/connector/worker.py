@@ -1,8 +1,8 @@
 """PDConnector's worker side (one per GPU/CPU worker process): handshakes, READs, completions.
 
 Consumer: for each :class:`PullTask`, make sure the producer's worker is known (handshake through
-its side channel, in a background thread), then post one READ whose completion notifies the
-producer. A pull that cannot finish before its lease deadline is never started; one that runs
+its side channel, in a background thread), then post one READ, and notify the producer once the
+READ is complete. A pull that cannot finish before its lease deadline is never started; one that runs
 past it is cancelled. Producer: report a request as finished sending when its consumer's notice
 arrives or the scheduler says its lease ended.
 """
@@ -134,9 +134,8 @@ class PDWorker:
         expires = min(now + self.config.pull_timeout_s, peer.local_time(task.deadline) - self.config.lease_margin_s)
         if expires <= now:
             return self._fail(task.request_id, "lease over before the pull could start")
-        notice = wire.encode(wire.PullNotice("done", task.handoff.remote_request_id, task.handoff.remote_incarnation))
         try:
-            pull = self.transport.read(peer, merge_runs(task.local_block_ids, task.remote_block_ids), notice, expires)
+            pull = self.transport.read(peer, merge_runs(task.local_block_ids, task.remote_block_ids), expires)
         except Exception as e:  # noqa: BLE001 - NIXL raises its own error types
             return self._fail(task.request_id, f"READ could not be posted: {e}")
         self._pulls[task.request_id] = (task, pull)
@@ -162,6 +161,7 @@ class PDWorker:
                 continue
             del self._pulls[rid]
             if state == "DONE":
+                self._tell(task, pull.peer, "done")  # the blocks are ours now: the producer may free them
                 self.stats.record_pull(pull.xfer_s, pull.nbytes, pull.descriptors, pull.post_s, pull.post_cpu_s)
                 self._records[rid] = PullRecord(pull.started, time.time(), pull.nbytes, pull.descriptors, ok=True)
                 recving.add(rid)
@@ -169,17 +169,17 @@ class PDWorker:
                 self._fail(rid, "READ failed or timed out")
                 self._failed.discard(rid)
                 failed.add(rid)
-                self._release_remote(task, pull.peer)
+                self._tell(task, pull.peer, "release")  # the producer may still be alive and holding them
         self._drop_retired()
         return Completions(self._take_sent(), recving | failed, failed)
 
-    def _release_remote(self, task: PullTask, peer: Peer) -> None:
-        """Best effort: the producer may still be alive and holding the blocks."""
-        notice = wire.PullNotice("release", task.handoff.remote_request_id, task.handoff.remote_incarnation)
+    def _tell(self, task: PullTask, peer: Peer, kind: str) -> None:
+        """Best effort: a producer that never hears it frees the blocks at lease expiry."""
+        notice = wire.PullNotice(kind, task.handoff.remote_request_id, task.handoff.remote_incarnation)
         try:
             self.transport.notify(peer, wire.encode(notice))
-        except Exception as e:  # noqa: BLE001 - a dead peer is why we are here
-            logger.info("PDConnector: release notice to %s not sent: %s", peer.reply.engine_id, e)
+        except Exception as e:  # noqa: BLE001 - NIXL raises its own error types; the peer may be dead
+            logger.info("PDConnector: %s notice to %s not sent: %s", kind, peer.reply.engine_id, e)
 
     def _drop_retired(self) -> None:
         for peer in [p for p in self._retired if p.inflight == 0]:

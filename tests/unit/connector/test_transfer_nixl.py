@@ -49,9 +49,10 @@ def test_pull_moves_the_blocks_and_delivers_the_notice_without_a_spinning_agent(
         (idle_cpu_s,) = heard(proc)
         local, remote = [2, 3, 4, 9], [10, 11, 12, 0]
         notice = wire.PullNotice("done", "req-1", "inc-1")
-        pull = transport.read(peer, merge_runs(local, remote), wire.encode(notice), expires=time.time() + 10)
+        pull = transport.read(peer, merge_runs(local, remote), expires=time.time() + 10)
         while (state := transport.poll(pull)) == "PROC":
             pass
+        transport.notify(peer, wire.encode(notice))
         proc.stdin.write("read\n")
         proc.stdin.flush()
         received = [wire.decode_notice(n) for n in heard(proc)]
