@@ -120,10 +120,13 @@ class ErrorReply(SideReply, frozen=True, tag="error", kw_only=True):
     error: str
 
 
+NoticeKind = Literal["done", "release"]  # pulled, or given up on: either way the producer may free
+
+
 class PullNotice(msgspec.Struct, frozen=True, array_like=True):
     """NIXL notification from consumer to producer worker: the blocks of a request may be freed."""
 
-    kind: Literal["done", "release"]
+    kind: NoticeKind
     request_id: str
     incarnation: str
 

@@ -14,7 +14,6 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Literal
 
 from vllm_pd import wire
 from vllm_pd.connector.config import PDConfig
@@ -174,7 +173,7 @@ class PDWorker:
         self._drop_retired()
         return Completions(self._take_sent(), recving | failed, failed)
 
-    def _tell(self, task: PullTask, peer: Peer, kind: Literal["done", "release"]) -> None:
+    def _tell(self, task: PullTask, peer: Peer, kind: wire.NoticeKind) -> None:
         """Best effort: a producer that never hears it frees the blocks at lease expiry."""
         notice = wire.PullNotice(kind, task.handoff.remote_request_id, task.handoff.remote_incarnation)
         try:
