@@ -4,9 +4,10 @@ Each candidate is the least a P/D proxy does per non-streamed request: read the 
 POST a prefill leg upstream, decode its ``kv_transfer_params``, POST the decode leg, return its body.
 The upstream is one fake vLLM answering at once. The client sends requests one at a time, so the
 proxy's CPU time per request (user + system, all its threads, from /proc) is its cost, with no
-queueing in it. Stacks: aiohttp server and client (what ``vllm-pd proxy`` runs on); aiohttp's server
-with pyreqwest's client (Rust, reqwest); granian's RSGI server (Rust, hyper) with aiohttp's client;
-granian with pyreqwest's client.
+queueing in it. Stacks: aiohttp server and client; aiohttp's server with vllm-pd's upstream client
+(httptools, what ``vllm-pd proxy`` runs on); aiohttp's server with pyreqwest's client (Rust, reqwest);
+granian's RSGI server (Rust, hyper) with aiohttp's client; granian with pyreqwest's client. A stack
+whose packages are not installed (``pip install granian pyreqwest``) is left out, and said so.
 
     python benchmarks/http_stacks.py --requests 3000
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import importlib.util
 import subprocess
 import sys
 import time
@@ -27,7 +29,7 @@ from proxy_overhead import tree_cpu
 
 from vllm_pd.launcher import free_port
 
-STACKS = ("aiohttp", "aiohttp+pyreqwest", "granian+aiohttp", "granian+pyreqwest")
+STACKS = ("aiohttp", "aiohttp+vllm-pd", "aiohttp+pyreqwest", "granian+aiohttp", "granian+pyreqwest")
 PREFILL_REPLY = msgspec.json.encode({"id": "cmpl-1", "choices": [{"text": "x", "index": 0, "finish_reason": "length"}],
                                      "kv_transfer_params": {"remote_engine_id": "e" * 36, "remote_block_ids": [1, 2, 3],
                                                             "remote_host": "127.0.0.1", "remote_port": 5600}})
@@ -94,6 +96,30 @@ def pyreqwest_client():
     return post
 
 
+def vllm_pd_client():
+    from vllm_pd.proxy.client import UpstreamClient
+
+    clients: dict[str, UpstreamClient] = {}
+
+    async def post(url: str, body: bytes) -> bytes:
+        base, _, path = url.partition("/v1/")
+        client = clients.get(base) or clients.setdefault(base, UpstreamClient(base, 100, 4.0, 3.0))
+        resp = await client.request("POST", "/v1/" + path, body, {"Content-Type": "application/json"})
+        try:
+            return await resp.read()
+        finally:
+            resp.release()
+    return post
+
+
+CLIENTS = {"aiohttp": aiohttp_client, "vllm-pd": vllm_pd_client, "pyreqwest": pyreqwest_client}
+
+
+def installed(stack: str) -> bool:
+    return all(importlib.util.find_spec(part) is not None for part in stack.split("+")
+               if part in ("granian", "pyreqwest"))
+
+
 def make_proxy(post, upstream: str):
     url = upstream + "/v1/completions"
 
@@ -105,7 +131,7 @@ def make_proxy(post, upstream: str):
 
 def serve_proxy(stack: str, port: int, upstream: str) -> None:
     server, _, client = stack.partition("+")
-    handle = make_proxy(pyreqwest_client() if client == "pyreqwest" else aiohttp_client(), upstream)
+    handle = make_proxy(CLIENTS[client or "aiohttp"](), upstream)
     if server == "aiohttp":
         import uvloop
         from aiohttp import web
@@ -187,9 +213,12 @@ def main() -> None:
     upstream = subprocess.Popen([sys.executable, __file__, "--serve", "upstream", "--port", str(port)])
     try:
         wait_listening(port)
-        results: dict[str, list[tuple[float, float]]] = {s: [] for s in STACKS}
+        stacks = [s for s in STACKS if installed(s)]
+        for stack in sorted(set(STACKS) - set(stacks)):
+            print(f"left out {stack}: its packages are not installed")
+        results: dict[str, list[tuple[float, float]]] = {s: [] for s in stacks}
         for _ in range(args.rounds):  # interleaved, so that a drift of the host's speed hits every stack alike
-            for stack in STACKS:
+            for stack in stacks:
                 results[stack].append(measure(stack, f"http://127.0.0.1:{port}", args.requests, args.warmup))
     finally:
         upstream.terminate()

@@ -35,7 +35,7 @@ DECODE = UpstreamReply(200, "application/json", msgspec.json.encode({
 BODY = msgspec.json.encode({"model": "fake", "prompt": "hello " * 50, "max_tokens": 16})
 
 
-async def answer_at_once(session, url: str, body: bytes, headers: dict[str, str], timeout) -> UpstreamReply:
+async def answer_at_once(client, path: str, body: bytes, headers: dict[str, str], timeout_s) -> UpstreamReply:
     return PREFILL if b"do_remote_decode" in body else DECODE
 
 
@@ -55,7 +55,7 @@ async def measure(requests: int, warmup: int) -> float:
     config = ProxyConfig(pool=PoolConfig(prefill=("http://127.0.0.1:1",), decode=("http://127.0.0.1:2",)),
                          local_prefill=False)
     state = ProxyState(config)
-    state.sessions = dict.fromkeys(state.instances)  # never used: the calls are answered in-process
+    state.clients = dict.fromkeys(state.instances)  # never used: the calls are answered in-process
     handle, request = make_handler(COMPLETIONS), ClientRequest({STATE_KEY: state})
     for _ in range(warmup):
         await handle(request)

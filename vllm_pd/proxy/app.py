@@ -1,4 +1,4 @@
-"""The aiohttp application: routes, and the lifecycle of upstream sessions and the health monitor."""
+"""The aiohttp application: routes, and the lifecycle of upstream clients and the health monitor."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from vllm_pd.proxy.config import ProxyConfig
 from vllm_pd.proxy.handler import STATE_KEY, error_response, make_handler
 from vllm_pd.proxy.health import HealthMonitor
 from vllm_pd.proxy.state import ProxyState
-from vllm_pd.proxy.upstream import open_session
+from vllm_pd.proxy.upstream import open_client
 from vllm_pd.proxy.warmup import PairWarmer
 from vllm_pd.proxy.wire import CHAT, COMPLETIONS
 
@@ -56,7 +56,7 @@ async def _not_found(request: web.Request) -> web.Response:
 async def _open(app: web.Application) -> None:
     state = app[STATE_KEY]
     for url in state.instances:
-        state.sessions[url] = open_session(state.config)
+        state.clients[url] = open_client(url, state.config)
     monitor = HealthMonitor(state, PairWarmer(state) if state.config.warm_pairs else None)
     app[_MONITOR_KEY] = monitor
     await monitor.start()
@@ -65,9 +65,9 @@ async def _open(app: web.Application) -> None:
 async def _close(app: web.Application) -> None:
     await app[_MONITOR_KEY].stop()
     state = app[STATE_KEY]
-    for session in state.sessions.values():
-        await session.close()
-    state.sessions.clear()
+    for client in state.clients.values():
+        await client.close()
+    state.clients.clear()
 
 
 def build_app(config: ProxyConfig) -> web.Application:

@@ -5,15 +5,14 @@ the stream with an SSE error event.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
 import msgspec
 from aiohttp import web
 
+from vllm_pd.proxy.client import HTTPError, Response
 from vllm_pd.proxy.instance import Instance
 from vllm_pd.proxy.relay import StreamStats, chunk_has_error, error_event
 from vllm_pd.proxy.state import Exchange, ProxyState
@@ -46,8 +45,8 @@ class DecodeResult:
 async def unary_decode(state: ProxyState, ex: Exchange, inst: Instance, body: bytes,
                        headers: dict[str, str]) -> DecodeResult:
     with ex.waiting():
-        reply = await post(state.sessions[inst.url], inst.url + ex.req.endpoint, body, ex.upstream_headers,
-                           state.unary_timeout)
+        reply = await post(state.clients[inst.url], ex.req.endpoint, body, ex.upstream_headers,
+                           state.config.timeouts.request_s)
     if reply.status != 200:
         resp = web.Response(body=reply.body, status=reply.status, content_type=None, headers=headers)
         resp.content_type = reply.content_type
@@ -69,23 +68,24 @@ async def unary_decode(state: ProxyState, ex: Exchange, inst: Instance, body: by
 
 async def stream_decode(state: ProxyState, ex: Exchange, inst: Instance, body: bytes, headers: dict[str, str],
                         request: web.Request, on_first_chunk: Callable[[], None]) -> DecodeResult:
-    url = inst.url + ex.req.endpoint
+    timeouts = state.config.timeouts
     with ex.waiting():
-        upstream = await open_stream(state.sessions[inst.url], url, body, ex.upstream_headers, state.stream_timeout)
+        upstream = await open_stream(state.clients[inst.url], ex.req.endpoint, body, ex.upstream_headers,
+                                     timeouts.read_s)
     clean = False
     try:
-        first = await _first_chunk(ex, upstream, url, state.config.timeouts.first_token_s)
+        first = await _first_chunk(ex, upstream, inst.url, timeouts.first_token_s)
         first_at = time.monotonic()
         on_first_chunk()
         out = web.StreamResponse(status=200, headers=headers)
-        out.content_type = upstream.headers.get("Content-Type", "text/event-stream").split(";")[0]
+        out.content_type = upstream.content_type.split(";")[0]
         try:
             await out.prepare(request)
             await out.write(first)
             ex.stop_clock()
             stats = StreamStats(first_at)
             stats.see(first)
-            clean = await _relay(upstream, out, stats, inst.url)
+            clean = await _relay(upstream, out, stats, inst.url, timeouts.read_s)
             await out.write_eof()
         except ConnectionResetError:  # the client left; closing the upstream below aborts the request in vLLM
             return DecodeResult(out, None, None, 0, None, client_left=True)
@@ -97,11 +97,11 @@ async def stream_decode(state: ProxyState, ex: Exchange, inst: Instance, body: b
             upstream.close()  # the decoder sees the connection drop and aborts the request
 
 
-async def _first_chunk(ex: Exchange, upstream: aiohttp.ClientResponse, url: str, bound_s: float) -> bytes:
+async def _first_chunk(ex: Exchange, upstream: Response, url: str, bound_s: float) -> bytes:
     try:
         with ex.waiting():
-            first = await asyncio.wait_for(upstream.content.readany(), bound_s)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            first = await upstream.read_chunk(bound_s)
+    except (HTTPError, TimeoutError) as exc:
         raise DecodeFailed(UpstreamFailure(url, describe(exc))) from None
     if not first:
         raise DecodeFailed(UpstreamFailure(url, "decode closed the stream before any output"))
@@ -110,15 +110,16 @@ async def _first_chunk(ex: Exchange, upstream: aiohttp.ClientResponse, url: str,
     return first
 
 
-async def _relay(upstream: aiohttp.ClientResponse, out: web.StreamResponse, stats: StreamStats, url: str) -> bool:
-    """Pass chunks through until the decoder ends the stream; False if it failed midway.
+async def _relay(upstream: Response, out: web.StreamResponse, stats: StreamStats, url: str, read_s: float) -> bool:
+    """Pass chunks through until the decoder ends the stream (or is silent for ``read_s``); False if it
+    failed midway.
 
     Only upstream read errors are handled here; a failed write (the client left) propagates to the caller.
     """
     while True:
         try:
-            chunk = await upstream.content.readany()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            chunk = await upstream.read_chunk(read_s)
+        except (HTTPError, TimeoutError) as exc:
             await out.write(error_event(f"decode instance {url} failed mid-stream: {describe(exc)}"))
             return False
         if not chunk:

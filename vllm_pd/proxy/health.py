@@ -11,9 +11,9 @@ import contextlib
 import logging
 import time
 
-import aiohttp
 import msgspec
 
+from vllm_pd.proxy.client import ConnectError, HTTPError, UpstreamClient
 from vllm_pd.proxy.instance import Instance
 from vllm_pd.proxy.state import ProxyState
 from vllm_pd.proxy.warmup import PairWarmer
@@ -80,18 +80,17 @@ class HealthMonitor:
             self.warmer.refresh()
 
     async def _check(self, inst: Instance, scrape: bool) -> None:
-        session = self.state.sessions[inst.url]
-        timeout = aiohttp.ClientTimeout(total=self.state.config.timeouts.health_s)
+        client = self.state.clients[inst.url]
+        timeout = self.state.config.timeouts.health_s
         inst.unreachable = False
         try:
-            async with session.get(inst.url + "/health", timeout=timeout) as resp:
-                await resp.read()
-                ok = resp.status == 200
+            status, _ = await _get(client, "/health", timeout)
+            ok = status == 200
             inst.missed_health_checks = 0 if ok else inst.missed_health_checks + 1
-        except aiohttp.ClientConnectorError:  # nothing listens: the server is gone
+        except ConnectError:  # nothing listens: the server is gone
             ok = False
             inst.unreachable = True
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (HTTPError, TimeoutError):
             # A server busy with a long forward pass may answer late once; only a run of misses
             # takes it out of rotation.
             inst.missed_health_checks += 1
@@ -101,31 +100,38 @@ class HealthMonitor:
         if ok and not was:  # it came back (restarted): use it again at once
             inst.breaker.on_success()
         if ok and not inst.model_cards:
-            await self._fetch_models(inst, session, timeout)
+            await self._fetch_models(inst, client, timeout)
         if ok and scrape:
-            await self._scrape(inst, session, timeout)
+            await self._scrape(inst, client, timeout)
         if ok != was:
             log.warning("instance %s is now %s", inst.url, "healthy" if ok else "unhealthy")
         if was and not ok and (cut := inst.fail_handoffs(self.state.config.timeouts.handoff_s)):
             log.warning("retrying %d decode legs that were pulling KV from %s", cut, inst.url)
 
-    async def _fetch_models(self, inst: Instance, session: aiohttp.ClientSession, timeout) -> None:
+    async def _fetch_models(self, inst: Instance, client: UpstreamClient, timeout: float) -> None:
         try:
-            async with session.get(inst.url + "/v1/models", timeout=timeout) as resp:
-                if resp.status != 200:
-                    return
-                cards = msgspec.json.decode(await resp.read(), type=_ModelList).data
-        except (aiohttp.ClientError, asyncio.TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
+            status, body = await _get(client, "/v1/models", timeout)
+            if status != 200:
+                return
+            cards = msgspec.json.decode(body, type=_ModelList).data
+        except (HTTPError, TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
             return
         inst.model_cards = cards
         inst.models = frozenset(str(c.get("id")) for c in cards)
 
-    async def _scrape(self, inst: Instance, session: aiohttp.ClientSession, timeout) -> None:
+    async def _scrape(self, inst: Instance, client: UpstreamClient, timeout: float) -> None:
         try:
-            async with session.get(inst.url + "/metrics", timeout=timeout) as resp:
-                if resp.status != 200:
-                    return
-                text = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+            status, text = await _get(client, "/metrics", timeout)
+        except (HTTPError, TimeoutError):
             return
-        inst.observe_scrape(*parse_request_counts(text))
+        if status == 200:
+            inst.observe_scrape(*parse_request_counts(text))
+
+
+async def _get(client: UpstreamClient, path: str, timeout_s: float) -> tuple[int, bytes]:
+    async with asyncio.timeout(timeout_s):
+        resp = await client.request("GET", path)
+        try:
+            return resp.status, await resp.read()
+        finally:
+            resp.release()

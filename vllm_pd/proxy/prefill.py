@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from vllm_pd.proxy.instance import Instance
@@ -39,7 +38,6 @@ async def run_prefill(state: ProxyState, ex: Exchange, route: Route, pool: Pool)
     if route.kind == "local":
         return route, None
     config = state.config
-    timeout = state.prefill_timeout
     body = prefill_body(ex.req)
     prefill: Instance | None = route.prefill
     last: UpstreamFailure | None = None
@@ -47,7 +45,7 @@ async def run_prefill(state: ProxyState, ex: Exchange, route: Route, pool: Pool)
         if prefill is None:
             break
         try:
-            params = await _prefill_once(state, ex, prefill, body, timeout)
+            params = await _prefill_once(state, ex, prefill, body)
             return Route("remote", route.decode, prefill, route.estimate, route.meets_slo), params
         except UpstreamFailure as failure:
             last = failure
@@ -66,14 +64,13 @@ async def run_prefill(state: ProxyState, ex: Exchange, route: Route, pool: Pool)
     return Route("local", route.decode, None, route.estimate, route.meets_slo), None
 
 
-async def _prefill_once(state: ProxyState, ex: Exchange, prefill: Instance, body: bytes,
-                        timeout: aiohttp.ClientTimeout) -> dict[str, Any] | None:
+async def _prefill_once(state: ProxyState, ex: Exchange, prefill: Instance, body: bytes) -> dict[str, Any] | None:
     prefill.breaker.on_attempt()
     predicted = state.predictor.prefill_s(prefill, ex.prompt_tokens)
-    session = state.sessions[prefill.url]
+    client = state.clients[prefill.url]
     sent = time.monotonic()
     with prefill.prefilling(ex.prompt_tokens), ex.waiting():
-        reply = await post(session, prefill.url + ex.req.endpoint, body, ex.upstream_headers, timeout)
+        reply = await post(client, ex.req.endpoint, body, ex.upstream_headers, state.config.timeouts.prefill_s)
     ex.prefill_s = time.monotonic() - sent
     if reply.status != 200:
         raise ClientSideError(reply)

@@ -8,8 +8,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import aiohttp
-
+from vllm_pd.proxy.client import UpstreamClient
 from vllm_pd.proxy.config import PoolConfig, ProxyConfig
 from vllm_pd.proxy.instance import Instance
 from vllm_pd.proxy.metrics import ProxyMetrics
@@ -42,11 +41,7 @@ class ProxyState:
         self.policy = make_policy(config, self.predictor, self.affinity)
         self.counter = PromptCounter(load_fast_tokenizer(config.tokenizer))
         self.metrics = ProxyMetrics()
-        self.sessions: dict[str, aiohttp.ClientSession] = {}
-        t = config.timeouts
-        self.prefill_timeout = aiohttp.ClientTimeout(total=t.prefill_s, sock_connect=t.connect_s)
-        self.unary_timeout = aiohttp.ClientTimeout(total=t.request_s, sock_connect=t.connect_s)
-        self.stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.read_s)
+        self.clients: dict[str, UpstreamClient] = {}
 
     def _pool(self, pool: PoolConfig) -> Pool:
         get = self.instances.__getitem__

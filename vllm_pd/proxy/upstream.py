@@ -1,4 +1,4 @@
-"""HTTP calls to vLLM servers: one bounded aiohttp session per instance, a timeout on every call.
+"""Calls to vLLM servers: one bounded ``UpstreamClient`` per instance, a timeout on every call.
 
 ``UpstreamFailure`` means "this instance failed; another may succeed" (refused, reset, timed out, 5xx);
 a 4xx is the client's fault and comes back as an ``UpstreamReply`` to pass on unchanged.
@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import aiohttp
-from multidict import CIMultiDictProxy
-
+from vllm_pd.proxy.client import HTTPError, Response, UpstreamClient
 from vllm_pd.proxy.config import ProxyConfig
 
 
@@ -34,63 +32,58 @@ class UpstreamReply:
 
 
 def describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return "timed out"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 # vLLM's API server closes a connection idle for VLLM_HTTP_TIMEOUT_KEEP_ALIVE (5 s by default). Kept
 # longer here, a pooled connection could be reused just as the server closed it: the leg then fails
-# with "Can not write request body" (seen in CI). Dropping ours first costs one reconnect.
+# with the request unsent (seen in CI). Dropping ours first costs one reconnect.
 UPSTREAM_KEEPALIVE_S = 4.0
 
 
-def open_session(config: ProxyConfig) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=config.max_connections, keepalive_timeout=UPSTREAM_KEEPALIVE_S,
-                                     enable_cleanup_closed=True)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.timeouts.connect_s,
-                                    sock_read=config.timeouts.read_s)
-    # No cookie jar: upstreams set none worth keeping, and filtering cookies costs per request.
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                 cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
+def open_client(url: str, config: ProxyConfig) -> UpstreamClient:
+    return UpstreamClient(url, config.max_connections, UPSTREAM_KEEPALIVE_S, config.timeouts.connect_s)
 
 
-def _content_type(headers: CIMultiDictProxy[str]) -> str:
-    return headers.get("Content-Type", "application/json")
-
-
-async def post(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-               timeout: aiohttp.ClientTimeout) -> UpstreamReply:
-    """POST and read the whole answer; 5xx and transport errors raise ``UpstreamFailure``."""
+async def post(client: UpstreamClient, path: str, body: bytes, headers: dict[str, str],
+               timeout_s: float | None) -> UpstreamReply:
+    """POST and read the whole answer within ``timeout_s``; 5xx and transport errors raise ``UpstreamFailure``."""
     try:
-        async with session.post(url, data=body, headers=headers, timeout=timeout) as resp:
-            data = await resp.read()
-            reply = UpstreamReply(resp.status, _content_type(resp.headers), data)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise UpstreamFailure(url, describe(exc)) from None
+        async with asyncio.timeout(timeout_s):
+            resp = await client.request("POST", path, body, headers)
+            try:
+                reply = UpstreamReply(resp.status, resp.content_type, await resp.read())
+            finally:
+                resp.release()
+    except (HTTPError, TimeoutError) as exc:
+        raise UpstreamFailure(client.url, describe(exc)) from None
     if reply.status >= 500:
-        raise UpstreamFailure(url, f"HTTP {reply.status}", reply.status, reply.body, reply.content_type)
+        raise UpstreamFailure(client.url, f"HTTP {reply.status}", reply.status, reply.body, reply.content_type)
     return reply
 
 
-async def open_stream(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-                      timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
-    """POST and return the open response (status 200); the caller must ``close()`` it on every path."""
+async def open_stream(client: UpstreamClient, path: str, body: bytes, headers: dict[str, str],
+                      timeout_s: float | None) -> Response:
+    """POST and return the open answer (status 200) once its headers are in, within ``timeout_s``;
+    the caller must ``release()`` or ``close()`` it on every path."""
     try:
-        resp = await session.post(url, data=body, headers=headers, timeout=timeout)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise UpstreamFailure(url, describe(exc)) from None
+        resp = await client.request("POST", path, body, headers, timeout_s)
+    except (HTTPError, TimeoutError) as exc:
+        raise UpstreamFailure(client.url, describe(exc)) from None
     if resp.status == 200:
         return resp
     try:
-        data = await resp.read()
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise UpstreamFailure(url, describe(exc), resp.status) from None
+        async with asyncio.timeout(timeout_s):
+            data = await resp.read()
+    except (HTTPError, TimeoutError) as exc:
+        raise UpstreamFailure(client.url, describe(exc), resp.status) from None
     finally:
-        resp.close()
+        resp.release()
     if resp.status >= 500:
-        raise UpstreamFailure(url, f"HTTP {resp.status}", resp.status, data, _content_type(resp.headers))
-    raise ClientSideError(UpstreamReply(resp.status, _content_type(resp.headers), data))
+        raise UpstreamFailure(client.url, f"HTTP {resp.status}", resp.status, data, resp.content_type)
+    raise ClientSideError(UpstreamReply(resp.status, resp.content_type, data))
 
 
 class ClientSideError(Exception):

@@ -15,7 +15,6 @@ import collections
 import contextlib
 import logging
 
-import aiohttp
 import msgspec
 
 from vllm_pd.proxy.instance import Instance
@@ -75,17 +74,18 @@ class PairWarmer:
         state = self.state
         body = {"model": model, "prompt": WARM_PROMPT, "max_tokens": 1, "temperature": 0}
         try:
-            reply = await post(state.sessions[prefill.url], prefill.url + COMPLETIONS,
+            reply = await post(state.clients[prefill.url], COMPLETIONS,
                                encode({**body, "kv_transfer_params": PREFILL_PARAMS}), _HEADERS,
-                               state.prefill_timeout)
+                               state.config.timeouts.prefill_s)
             params = decode_prefill_reply(reply.body).kv_transfer_params if reply.status == 200 else None
             if params is None:
                 raise UpstreamFailure(prefill.url, f"prefill answered HTTP {reply.status} without kv_transfer_params")
-            reply = await post(state.sessions[decode.url], decode.url + COMPLETIONS,
-                               encode({**body, "kv_transfer_params": params}), _HEADERS, state.unary_timeout)
+            reply = await post(state.clients[decode.url], COMPLETIONS,
+                               encode({**body, "kv_transfer_params": params}), _HEADERS,
+                               state.config.timeouts.request_s)
             if reply.status != 200:
                 raise UpstreamFailure(decode.url, f"decode answered HTTP {reply.status}")
-        except (UpstreamFailure, msgspec.DecodeError, msgspec.ValidationError, aiohttp.ClientError) as exc:
+        except (UpstreamFailure, msgspec.DecodeError, msgspec.ValidationError) as exc:
             self._tries[pair] += 1
             log.warning("first KV handoff %s -> %s failed (try %d of %d): %s", *pair, self._tries[pair],
                         MAX_TRIES, exc)
