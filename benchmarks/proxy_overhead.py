@@ -5,8 +5,9 @@ Overhead is a property of the proxy, so the upstream is a fake that speaks the p
 and costs almost nothing. For each proxy, concurrency and streaming mode the same client sends the
 same requests; the baseline is the client doing prefill then decode itself. All targets run side by
 side and the rounds interleave them, so that noise from other work on the machine hits each alike.
-"aiohttp floor" is a bare prefill-then-decode relay on the same HTTP stack as ours (no policy, no
-accounting, no checks): the gap between it and vllm-pd is what our logic costs. Reported: latency added
+"aiohttp floor" is a bare prefill-then-decode relay on aiohttp's server and client (no policy, no
+accounting, no checks): the least a proxy on aiohttp alone can cost. vllm-pd serves with aiohttp too
+but calls upstream with its own client (vllm_pd/proxy/client.py), so it can go below. Reported: latency added
 over the baseline (mean and p50 differences; p99s are shown, not subtracted), req/s, and the proxy's
 CPU seconds per 1000 requests (its whole process tree, from psutil).
 
