@@ -1,8 +1,8 @@
 """A lean keep-alive HTTP/1.1 client for the proxy's calls to vLLM servers, on httptools' parser.
 
-Every client request costs the proxy two upstream calls. aiohttp's client spends about 0.1 ms of CPU
-on each; with it, a bare prefill-then-decode relay costs twice what it does on this client
-(benchmarks/http_stacks.py). The proxy only talks plain HTTP/1.1 (or TLS) with keep-alive to servers
+Every client request costs the proxy two upstream calls. aiohttp's client spent about 75 us more CPU
+on each than this one; a bare prefill-then-decode relay on it cost 1.6x what it does on this client
+(benchmarks/http_stacks.py, docs/benchmarks.md). The proxy only talks plain HTTP/1.1 (or TLS) with keep-alive to servers
 it knows, so this client does that and nothing else: no redirects, cookies, compression or HTTP/2.
 Parsing (chunked bodies included) is httptools', the parser uvicorn and so vLLM's own server use.
 """
@@ -205,10 +205,10 @@ class UpstreamClient:
     def __init__(self, url: str, max_connections: int, keepalive_s: float, connect_timeout_s: float) -> None:
         parts = urlsplit(url)
         self.url = url
-        self._https = parts.scheme == "https"
+        https = parts.scheme == "https"
         self._host = parts.hostname or ""
-        self._port = parts.port or (443 if self._https else 80)
-        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if self._https else None
+        self._port = parts.port or (443 if https else 80)
+        self._ssl: ssl.SSLContext | None = ssl.create_default_context() if https else None
         self._host_line = b"Host: " + parts.netloc.encode("idna") + b"\r\n"
         self._keepalive_s = keepalive_s
         self._connect_timeout_s = connect_timeout_s
@@ -250,7 +250,10 @@ class UpstreamClient:
             for name, value in headers.items():
                 if "\r" in value or "\n" in value:
                     raise ValueError(f"header {name!r} has a line break in its value")
-                lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+                try:
+                    lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+                except UnicodeEncodeError:
+                    raise ValueError(f"header {name!r} has characters HTTP cannot carry") from None
         lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
         lines.append(body)
         return b"".join(lines)

@@ -76,6 +76,17 @@ def test_client_errors_are_4xx_with_a_message():
     run(scenario)
 
 
+def test_a_client_header_that_cannot_go_upstream_is_a_400():
+    async def scenario():
+        async with harness() as (client, [p], [d]):
+            resp = await client.post("/v1/completions", json=BODY, headers={"X-Request-Id": "id-\u20ac"})
+            assert resp.status == 400
+            assert "X-Request-Id" in (await resp.json())["error"]["message"]
+            assert p.seen == [] and d.seen == []
+            assert (await client.post("/v1/completions", json=BODY)).status == 200  # nothing was left held
+    run(scenario)
+
+
 def test_api_key_is_checked_when_configured():
     async def scenario():
         async with harness(api_key="sekrit") as (client, _, [d]):
