@@ -5,6 +5,7 @@ then local prefill on the decode instance (unless disabled). A hung prefill is c
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -15,6 +16,8 @@ from vllm_pd.proxy.policy import Route, usable
 from vllm_pd.proxy.state import Exchange, Pool, ProxyState
 from vllm_pd.proxy.upstream import ClientSideError, UpstreamFailure, post
 from vllm_pd.proxy.wire import decode_prefill_reply, prefill_body
+
+log = logging.getLogger(__name__)
 
 
 class PrefillFailed(Exception):
@@ -48,6 +51,7 @@ async def run_prefill(state: ProxyState, ex: Exchange, route: Route, pool: Pool)
             params = await _prefill_once(state, ex, prefill, body)
             return Route("remote", route.decode, prefill, route.estimate, route.meets_slo), params
         except UpstreamFailure as failure:
+            log.warning("request %s: prefill failed: %s", ex.request_id, failure)
             last = failure
             prefill.record_failure()
             ex.excluded.add(prefill.url)
