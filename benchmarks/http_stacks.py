@@ -104,11 +104,8 @@ def vllm_pd_client():
     async def post(url: str, body: bytes) -> bytes:
         base, _, path = url.partition("/v1/")
         client = clients.get(base) or clients.setdefault(base, UpstreamClient(base, 100, 4.0, 3.0))
-        resp = await client.request("POST", "/v1/" + path, body, {"Content-Type": "application/json"})
-        try:
-            return await resp.read()
-        finally:
-            resp.release()
+        _, _, answer = await client.fetch("POST", "/v1/" + path, body, {"Content-Type": "application/json"})
+        return answer
     return post
 
 

@@ -29,6 +29,16 @@ class ConnectError(HTTPError):
     """Nothing accepted the connection (refused, unreachable, unknown host)."""
 
 
+def header_line(name: str, value: str) -> bytes:
+    """``name: value`` as sent; ``ValueError`` for a value HTTP cannot carry (no header injection)."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"header {name!r} has a line break in its value")
+    try:
+        return f"{name}: {value}\r\n".encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(f"header {name!r} has characters HTTP cannot carry") from None
+
+
 class Response:
     """An upstream answer: status and content type once it has begun, the body as it arrives.
 
@@ -53,7 +63,7 @@ class Response:
         parts = []
         while chunk := await self.read_chunk():
             parts.append(chunk)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"".join(parts)
 
     async def read_chunk(self, timeout_s: float | None = None) -> bytes:
         """What has arrived of the body since the last call, waiting up to ``timeout_s`` for some;
@@ -78,9 +88,8 @@ class Response:
             conn.finish(reuse=False)
 
     def _take(self) -> bytes:
-        chunks = self._chunks
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
+        data = b"".join(self._chunks)
+        self._chunks.clear()
         if self._size >= _HIGH_WATER and self._conn is not None:
             self._conn.resume()
         self._size = 0
@@ -189,7 +198,7 @@ class _Connection(asyncio.Protocol):
             self._client._give_back(self)
         else:
             self._drop()
-            self._client._slots.release()
+            self._client._give_back(None)
 
     def _drop(self) -> None:
         if self.transport is not None:
@@ -238,6 +247,16 @@ class UpstreamClient:
             raise
         return response
 
+    async def fetch(self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None,
+                    timeout_s: float | None = None) -> tuple[int, str, bytes]:
+        """A whole call within ``timeout_s``: ``(status, content type, body)``."""
+        async with asyncio.timeout(timeout_s):
+            resp = await self.request(method, path, body, headers)
+            try:
+                return resp.status, resp.content_type, await resp.read()
+            finally:
+                resp.release()
+
     async def close(self) -> None:
         self._closed = True
         for conn in self._idle:
@@ -247,13 +266,7 @@ class UpstreamClient:
     def _encode(self, method: str, path: str, body: bytes, headers: Mapping[str, str] | None) -> bytes:
         lines = [f"{method} {path} HTTP/1.1\r\n".encode(), self._host_line]
         if headers:
-            for name, value in headers.items():
-                if "\r" in value or "\n" in value:
-                    raise ValueError(f"header {name!r} has a line break in its value")
-                try:
-                    lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-                except UnicodeEncodeError:
-                    raise ValueError(f"header {name!r} has characters HTTP cannot carry") from None
+            lines.extend(header_line(name, value) for name, value in headers.items())
         lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
         lines.append(body)
         return b"".join(lines)
@@ -279,10 +292,11 @@ class UpstreamClient:
             raise ConnectError(f"cannot connect to {self.url}: {exc.strerror or exc}") from None
         return conn
 
-    def _give_back(self, conn: _Connection) -> None:
-        if self._closed:
+    def _give_back(self, conn: _Connection | None) -> None:
+        """A call is over: its slot is free, and its connection (None if dropped) can be reused."""
+        if conn is not None and self._closed:
             conn._drop()
-        else:
+        elif conn is not None:
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
         self._slots.release()

@@ -12,6 +12,7 @@ import time
 import msgspec
 from aiohttp import web
 
+from vllm_pd.proxy.client import header_line
 from vllm_pd.proxy.decode import DecodeFailed, DecodeResult, stream_decode, unary_decode
 from vllm_pd.proxy.policy import Rejection, RequestInfo, Route, usable
 from vllm_pd.proxy.prefill import PrefillFailed, run_prefill
@@ -57,10 +58,16 @@ def _authorized(state: ProxyState, request: web.Request) -> bool:
 
 
 def _upstream_headers(request: web.Request, request_id: str) -> dict[str, str]:
+    """The headers both legs carry; ``BadRequest`` for a client value that cannot be sent upstream."""
     headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
     auth = request.headers.get("Authorization")
     if auth:
         headers["Authorization"] = auth
+    for name, value in headers.items():
+        try:
+            header_line(name, value)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
     return headers
 
 
@@ -80,6 +87,7 @@ def make_handler(endpoint: str):
         if not _authorized(state, request):
             return error_response(401, "missing or wrong API key", request_id)
         try:
+            upstream_headers = _upstream_headers(request, request_id)
             req = parse_request(endpoint, await request.read())
         except BadRequest as exc:
             state.metrics.outcome("client_error")
@@ -89,7 +97,7 @@ def make_handler(endpoint: str):
             state.metrics.outcome("client_error")
             return error_response(404, f"model {req.model!r} is not served here", request_id)
         tokens = state.counter.count(req.prompt_text, req.prompt_ids, req.model)
-        ex = Exchange(req, request_id, _upstream_headers(request, request_id), tokens)
+        ex = Exchange(req, request_id, upstream_headers, tokens)
         try:
             return await serve(state, ex, pool, request)
         except (asyncio.CancelledError, ConnectionResetError):  # the client left

@@ -84,7 +84,7 @@ class HealthMonitor:
         timeout = self.state.config.timeouts.health_s
         inst.unreachable = False
         try:
-            status, _ = await _get(client, "/health", timeout)
+            status, _, _ = await client.fetch("GET", "/health", timeout_s=timeout)
             ok = status == 200
             inst.missed_health_checks = 0 if ok else inst.missed_health_checks + 1
         except ConnectError:  # nothing listens: the server is gone
@@ -110,7 +110,7 @@ class HealthMonitor:
 
     async def _fetch_models(self, inst: Instance, client: UpstreamClient, timeout: float) -> None:
         try:
-            status, body = await _get(client, "/v1/models", timeout)
+            status, _, body = await client.fetch("GET", "/v1/models", timeout_s=timeout)
             if status != 200:
                 return
             cards = msgspec.json.decode(body, type=_ModelList).data
@@ -121,17 +121,8 @@ class HealthMonitor:
 
     async def _scrape(self, inst: Instance, client: UpstreamClient, timeout: float) -> None:
         try:
-            status, text = await _get(client, "/metrics", timeout)
+            status, _, text = await client.fetch("GET", "/metrics", timeout_s=timeout)
         except (HTTPError, TimeoutError):
             return
         if status == 200:
             inst.observe_scrape(*parse_request_counts(text))
-
-
-async def _get(client: UpstreamClient, path: str, timeout_s: float) -> tuple[int, bytes]:
-    async with asyncio.timeout(timeout_s):
-        resp = await client.request("GET", path)
-        try:
-            return resp.status, await resp.read()
-        finally:
-            resp.release()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import msgspec
-
 from vllm_pd.proxy.client import HTTPError, Response, UpstreamClient
 from vllm_pd.proxy.config import ProxyConfig
 
@@ -49,26 +47,13 @@ def open_client(url: str, config: ProxyConfig) -> UpstreamClient:
     return UpstreamClient(url, config.max_connections, UPSTREAM_KEEPALIVE_S, config.timeouts.connect_s)
 
 
-def _unsendable(exc: ValueError) -> ClientSideError:
-    """A client header that cannot go upstream (a line break, non-latin-1 text): the client's 400."""
-    body = msgspec.json.encode({"error": {"message": str(exc), "type": "BadRequestError", "code": 400}})
-    return ClientSideError(UpstreamReply(400, "application/json", body))
-
-
 async def post(client: UpstreamClient, path: str, body: bytes, headers: dict[str, str],
                timeout_s: float | None) -> UpstreamReply:
     """POST and read the whole answer within ``timeout_s``; 5xx and transport errors raise ``UpstreamFailure``."""
     try:
-        async with asyncio.timeout(timeout_s):
-            resp = await client.request("POST", path, body, headers)
-            try:
-                reply = UpstreamReply(resp.status, resp.content_type, await resp.read())
-            finally:
-                resp.release()
+        reply = UpstreamReply(*await client.fetch("POST", path, body, headers, timeout_s))
     except (HTTPError, TimeoutError) as exc:
         raise UpstreamFailure(client.url, describe(exc)) from None
-    except ValueError as exc:
-        raise _unsendable(exc) from None
     if reply.status >= 500:
         raise UpstreamFailure(client.url, f"HTTP {reply.status}", reply.status, reply.body, reply.content_type)
     return reply
@@ -82,8 +67,6 @@ async def open_stream(client: UpstreamClient, path: str, body: bytes, headers: d
         resp = await client.request("POST", path, body, headers, timeout_s)
     except (HTTPError, TimeoutError) as exc:
         raise UpstreamFailure(client.url, describe(exc)) from None
-    except ValueError as exc:
-        raise _unsendable(exc) from None
     if resp.status == 200:
         return resp
     try:

@@ -72,11 +72,7 @@ async def upstream(**client_settings) -> AsyncIterator[tuple[Upstream, UpstreamC
 
 
 async def post(client: UpstreamClient, body: bytes, **headers: str) -> tuple[int, str, bytes]:
-    resp = await client.request("POST", "/echo", body, {"Content-Type": "application/json", **headers})
-    try:
-        return resp.status, resp.content_type, await resp.read()
-    finally:
-        resp.release()
+    return await client.fetch("POST", "/echo", body, {"Content-Type": "application/json", **headers})
 
 
 def test_sequential_calls_reuse_one_connection_and_bodies_round_trip():
